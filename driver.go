@@ -1,0 +1,150 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/mdlayher/netlink"
+	"github.com/nlbridge/bridge/nsutil"
+	"golang.org/x/sys/unix"
+)
+
+// Options configure a Driver. The zero value manages bridges in the
+// caller's network namespace.
+type Options struct {
+	// NetNS is the path of the namespace that holds the bridges (and the
+	// host ends of the veth pairs); "" means the namespace of the thread
+	// that calls Open.
+	NetNS string
+}
+
+// Driver manages bridge networks in one network namespace. It is safe for
+// concurrent use. Close it when done; networks and endpoints stay in the
+// kernel until deleted.
+type Driver struct {
+	host  *nsutil.NS
+	conns chan *netlink.Conn // idle NETLINK_ROUTE conns in host
+
+	mu       sync.Mutex
+	networks map[string]*Network
+	closed   bool
+}
+
+// maxIdleConns bounds the pool of idle netlink sockets in the host netns.
+const maxIdleConns = 8
+
+// Open opens a driver for the namespace in opts.
+func Open(ctx context.Context, opts Options) (*Driver, error) {
+	const op = "open driver"
+	if err := ctx.Err(); err != nil {
+		return nil, kernel(op, err)
+	}
+	var (
+		ns  *nsutil.NS
+		err error
+	)
+	if opts.NetNS == "" {
+		ns, err = nsutil.Current()
+	} else {
+		ns, err = nsutil.Open(opts.NetNS)
+	}
+	if err != nil {
+		return nil, &Error{Op: op, Field: "NetNS", Value: opts.NetNS, Kind: ErrInvalid, Err: err}
+	}
+	d := &Driver{host: ns, conns: make(chan *netlink.Conn, maxIdleConns), networks: map[string]*Network{}}
+	c, err := d.conn()
+	if err != nil {
+		ns.Close()
+		return nil, kernel(op, err)
+	}
+	d.release(c, nil)
+	return d, nil
+}
+
+// Close releases the driver's sockets and namespace handle. Networks and
+// endpoints are left in the kernel; their handles stop working.
+func (d *Driver) Close() error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil
+	}
+	d.closed = true
+	d.mu.Unlock()
+	for {
+		select {
+		case c := <-d.conns:
+			c.Close()
+		default:
+			return d.host.Close()
+		}
+	}
+}
+
+// Network returns the network with that bridge name, if this driver made
+// or adopted it.
+func (d *Driver) Network(name string) (*Network, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n, ok := d.networks[name]
+	return n, ok
+}
+
+// conn takes an idle netlink socket in the host namespace, or dials one.
+func (d *Driver) conn() (*netlink.Conn, error) {
+	select {
+	case c := <-d.conns:
+		return c, nil
+	default:
+	}
+	return dialRoute(d.host)
+}
+
+// release returns a conn to the pool after use; err is the error of its
+// last use. A conn whose socket failed (rather than the kernel refusing a
+// request) is closed, as answers may still be queued on it.
+func (d *Driver) release(c *netlink.Conn, err error) {
+	var oe *netlink.OpError
+	if errors.As(err, &oe) && oe.Sequence == 0 {
+		c.Close()
+		return
+	}
+	d.mu.Lock()
+	closed := d.closed
+	d.mu.Unlock()
+	if closed {
+		c.Close()
+		return
+	}
+	select {
+	case d.conns <- c:
+	default:
+		c.Close()
+	}
+}
+
+// withConn runs fn with a host conn.
+func (d *Driver) withConn(fn func(c *netlink.Conn) error) error {
+	c, err := d.conn()
+	if err != nil {
+		return err
+	}
+	err = fn(c)
+	d.release(c, err)
+	return err
+}
+
+// dialRoute opens a NETLINK_ROUTE socket in ns with extended acks, so
+// kernel refusals carry the kernel's reason.
+func dialRoute(ns *nsutil.NS) (*netlink.Conn, error) {
+	c, err := ns.Dial(unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.SetOption(netlink.ExtendedAcknowledge, true); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}

@@ -1,0 +1,16 @@
+module github.com/nlbridge/bridge
+
+go 1.26.0
+
+require (
+	github.com/jsimonetti/rtnetlink/v2 v2.2.0
+	github.com/mdlayher/netlink v1.11.2
+	golang.org/x/net v0.59.0
+	golang.org/x/sys v0.49.0
+)
+
+require (
+	github.com/google/go-cmp v0.7.0 // indirect
+	github.com/mdlayher/socket v0.7.0 // indirect
+	golang.org/x/sync v0.23.0 // indirect
+)

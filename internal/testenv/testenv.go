@@ -1,0 +1,97 @@
+// Package testenv gives live tests throwaway network namespaces, traffic
+// between them, and checks that nothing was left behind. It is for tests
+// only, and may start processes (iproute2 as an independent oracle).
+package testenv
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nlbridge/bridge/nsutil"
+)
+
+// Root skips the test unless it runs as root, which live tests need to
+// create namespaces and devices.
+func Root(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("live test: needs root to create network namespaces (run `make test` as root)")
+	}
+}
+
+// NetNS creates a named namespace nlbt-<tag>-<random> under /run/netns and
+// deletes it when the test ends. Everything made inside goes with it.
+func NetNS(t testing.TB, tag string) *nsutil.NS {
+	t.Helper()
+	Root(t)
+	b := make([]byte, 3)
+	rand.Read(b)
+	name := "nlbt-" + tag + "-" + hex.EncodeToString(b)
+	ns, err := nsutil.Create("", name)
+	if err != nil {
+		t.Fatalf("create netns %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		ns.Close()
+		if err := nsutil.Delete(ns.Path()); err != nil {
+			t.Errorf("delete netns %s: %v", ns.Path(), err)
+		}
+	})
+	return ns
+}
+
+// IP runs `ip -n <ns> args...` and returns its output; it fails the test
+// on error.
+func IP(t testing.TB, ns *nsutil.NS, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("ip", append([]string{"-n", filepath.Base(ns.Path())}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// Links lists the interface names in ns, as iproute2 sees them.
+func Links(t testing.TB, ns *nsutil.NS) []string {
+	t.Helper()
+	var names []string
+	for _, line := range strings.Split(strings.TrimSpace(IP(t, ns, "-o", "link", "show")), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 1 {
+			name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+// OnlyLoopback fails the test unless ns holds no device but lo, and no
+// address or route beyond what a fresh namespace has.
+func OnlyLoopback(t testing.TB, ns *nsutil.NS) {
+	t.Helper()
+	if l := Links(t, ns); len(l) != 1 || l[0] != "lo" {
+		t.Errorf("%s: devices left behind: %v", ns.Path(), l)
+	}
+	if r := strings.TrimSpace(IP(t, ns, "route", "show")); r != "" {
+		t.Errorf("%s: IPv4 routes left behind:\n%s", ns.Path(), r)
+	}
+	if r := strings.TrimSpace(IP(t, ns, "-6", "route", "show")); r != "" {
+		t.Errorf("%s: IPv6 routes left behind:\n%s", ns.Path(), r)
+	}
+}
+
+// NoNamespacesLeft fails the test if any nlbt-* namespace remains.
+func NoNamespacesLeft(t testing.TB) {
+	t.Helper()
+	ents, _ := os.ReadDir(nsutil.DefaultNetNSDir)
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), "nlbt-") {
+			t.Errorf("netns left behind: %s", e.Name())
+		}
+	}
+}

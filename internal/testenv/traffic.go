@@ -1,0 +1,109 @@
+package testenv
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/nlbridge/bridge/nsutil"
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+)
+
+// Listen opens a TCP listener on addr:port inside ns; it answers every
+// connection with "hello from <addr>\n" and is closed when the test ends.
+// It returns the remote addresses it served on a channel.
+func Listen(t interface {
+	Helper()
+	Fatalf(string, ...any)
+	Cleanup(func())
+}, ns *nsutil.NS, ap netip.AddrPort) <-chan netip.AddrPort {
+	t.Helper()
+	var ln net.Listener
+	err := ns.Do(func() (err error) {
+		ln, err = net.Listen("tcp", ap.String())
+		return err
+	})
+	if err != nil {
+		t.Fatalf("listen %s in %s: %v", ap, ns.Path(), err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	peers := make(chan netip.AddrPort, 64)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			select {
+			case peers <- netip.MustParseAddrPort(c.RemoteAddr().String()):
+			default:
+			}
+			fmt.Fprintf(c, "hello from %s\n", ap.Addr())
+			c.Close()
+		}
+	}()
+	return peers
+}
+
+// Dial connects over TCP from inside ns to ap and returns the greeting
+// line, or an error (e.g. a timeout when the flow is blocked).
+func Dial(ns *nsutil.NS, ap netip.AddrPort, timeout time.Duration) (string, error) {
+	var c net.Conn
+	err := ns.Do(func() (err error) {
+		c, err = net.DialTimeout("tcp", ap.String(), timeout)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	return bufio.NewReader(c).ReadString('\n')
+}
+
+// Ping sends one ICMP or ICMPv6 echo request from inside ns to dst and
+// waits for the reply.
+func Ping(ns *nsutil.NS, dst netip.Addr, timeout time.Duration) error {
+	network, proto, typ := "ip4:icmp", 1, icmp.Type(ipv4.ICMPTypeEcho)
+	if dst.Is6() {
+		network, proto, typ = "ip6:ipv6-icmp", 58, ipv6.ICMPTypeEchoRequest
+	}
+	var pc *icmp.PacketConn
+	err := ns.Do(func() (err error) {
+		pc, err = icmp.ListenPacket(network, "")
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	defer pc.Close()
+	id := os.Getpid() & 0xffff
+	msg := icmp.Message{Type: typ, Body: &icmp.Echo{ID: id, Seq: 1, Data: []byte("nlbridge")}}
+	b, _ := msg.Marshal(nil)
+	if _, err := pc.WriteTo(b, &net.IPAddr{IP: dst.AsSlice(), Zone: dst.Zone()}); err != nil {
+		return err
+	}
+	pc.SetReadDeadline(time.Now().Add(timeout))
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			return fmt.Errorf("ping %s: %w", dst, err)
+		}
+		m, err := icmp.ParseMessage(proto, buf[:n])
+		if err != nil {
+			continue
+		}
+		if e, ok := m.Body.(*icmp.Echo); ok && (m.Type == ipv4.ICMPTypeEchoReply || m.Type == ipv6.ICMPTypeEchoReply) &&
+			e.Seq == 1 && string(e.Data) == "nlbridge" {
+			if a, ok := netip.AddrFromSlice(from.(*net.IPAddr).IP); ok && a.Unmap() == dst.WithZone("") {
+				return nil
+			}
+		}
+	}
+}

@@ -1,0 +1,69 @@
+package link
+
+import (
+	"fmt"
+	"net"
+
+	"github.com/jsimonetti/rtnetlink/v2"
+	"github.com/mdlayher/netlink"
+	"github.com/nlbridge/bridge/internal/nl"
+	"golang.org/x/sys/unix"
+)
+
+// BridgeSpec describes a bridge to create.
+type BridgeSpec struct {
+	Name  string
+	MTU   int              // 0 = kernel default
+	MAC   net.HardwareAddr // pinned so it does not follow the ports; nil = kernel's choice
+	Alias string           // "" = none
+	Group uint32           // 0 = default group
+}
+
+// CreateBridge creates an administratively up bridge in one request and
+// returns it as the kernel echoed it back.
+func CreateBridge(c *netlink.Conn, s BridgeSpec) (Link, error) {
+	m, err := CreateBridgeMsg(s)
+	if err != nil {
+		return Link{}, err
+	}
+	return createEcho(c, m, "bridge "+s.Name)
+}
+
+// CreateBridgeMsg builds the RTM_NEWLINK of CreateBridge.
+func CreateBridgeMsg(s BridgeSpec) (netlink.Message, error) {
+	a := &rtnetlink.LinkAttributes{Name: s.Name, MTU: uint32(s.MTU), Address: s.MAC,
+		Info: &rtnetlink.LinkInfo{Kind: "bridge"}}
+	if s.Alias != "" {
+		a.Alias = &s.Alias
+	}
+	return newLinkMsg(a, s.Group)
+}
+
+// newLinkMsg builds an RTM_NEWLINK (create, exclusive, echo) for an up device.
+func newLinkMsg(a *rtnetlink.LinkAttributes, group uint32) (netlink.Message, error) {
+	b, err := (&rtnetlink.LinkMessage{Flags: unix.IFF_UP, Change: unix.IFF_UP, Attributes: a}).MarshalBinary()
+	if err != nil {
+		return netlink.Message{}, err
+	}
+	if group != 0 {
+		b = append(b, groupAttr(group)...)
+	}
+	return netlink.Message{
+		Header: netlink.Header{Type: unix.RTM_NEWLINK, Flags: nl.Create | netlink.Echo},
+		Data:   b,
+	}, nil
+}
+
+// createEcho sends a create request flagged Echo and decodes the echo.
+func createEcho(c *netlink.Conn, m netlink.Message, what string) (Link, error) {
+	replies, err := nl.Exec(c, m)
+	if err != nil {
+		return Link{}, fmt.Errorf("create %s: %w", what, err)
+	}
+	for _, r := range replies {
+		if r.Header.Type == unix.RTM_NEWLINK {
+			return Parse(r)
+		}
+	}
+	return Link{}, fmt.Errorf("create %s: kernel sent no echo (needs Linux 6.3+)", what)
+}

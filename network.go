@@ -1,0 +1,306 @@
+package bridge
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+
+	"github.com/mdlayher/netlink"
+	"github.com/nlbridge/bridge/addr"
+	"github.com/nlbridge/bridge/internal/nl"
+	"github.com/nlbridge/bridge/link"
+	"github.com/nlbridge/bridge/nsutil"
+	"golang.org/x/sys/unix"
+)
+
+// NetworkConfig describes a bridge network. Name is required; everything
+// else may be left zero.
+type NetworkConfig struct {
+	Name     string       // bridge device name
+	IPv4     netip.Prefix // gateway address on the bridge with the subnet length, e.g. 172.18.0.1/16; zero = no IPv4
+	IPv6     netip.Prefix // gateway address and subnet, e.g. fd00:1::1/64; zero = no IPv6
+	MTU      int          // bridge and veth MTU; 0 = kernel default
+	Internal bool         // sandboxes get no default route
+}
+
+// bridgeAlias marks bridges this package created, so a later driver that
+// finds one by name treats it as its own rather than as adopted.
+const bridgeAlias = "nlbridge"
+
+// groupBase is added to the bridge's ifindex to make the network's link
+// group: unique in the namespace while the bridge exists.
+const groupBase = 0x6e6c0000
+
+// Network is a bridge and the endpoints attached to it. It is safe for
+// concurrent use.
+type Network struct {
+	d       *Driver
+	cfg     NetworkConfig
+	index   uint32         // bridge ifindex
+	group   uint32         // link group of the veths (and of the bridge, unless adopted)
+	adopted bool           // the bridge existed and is not ours: never delete it
+	added   []netip.Prefix // addresses we put on an adopted bridge
+
+	mu        sync.Mutex
+	endpoints map[*Endpoint]struct{}
+	used      map[netip.Addr]bool // endpoint addresses, reserved before the kernel is touched
+	macs      map[string]bool
+	deleted   bool
+}
+
+// Config returns the network's configuration.
+func (n *Network) Config() NetworkConfig { return n.cfg }
+
+// Adopted reports whether the bridge existed before and is left in place by
+// Delete.
+func (n *Network) Adopted() bool { return n.adopted }
+
+// BridgeIndex is the bridge's interface index in the driver's namespace.
+func (n *Network) BridgeIndex() uint32 { return n.index }
+
+// Group is the link group holding the network's host-side devices.
+func (n *Network) Group() uint32 { return n.group }
+
+// CreateNetwork creates the bridge cfg.Name, or adopts an existing bridge of
+// that name, and sets it up: MTU, pinned MAC, gateway addresses (and
+// fe80::1/64 with IPv6), IPv6 enabled without router advertisements, IP
+// forwarding on, link up. On failure nothing it made is left behind.
+func (d *Driver) CreateNetwork(ctx context.Context, cfg NetworkConfig) (*Network, error) {
+	op := "create network " + cfg.Name
+	if err := checkNetwork(op, cfg); err != nil {
+		return nil, err
+	}
+	n := &Network{d: d, cfg: cfg, endpoints: map[*Endpoint]struct{}{},
+		used: map[netip.Addr]bool{}, macs: map[string]bool{}}
+	if err := d.reserve(op, n); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		d.unreserve(n)
+		return nil, kernel(op, err)
+	}
+	if err := d.withConn(func(c *netlink.Conn) error { return n.setup(op, c) }); err != nil {
+		d.unreserve(n)
+		var e *Error
+		if errors.As(err, &e) {
+			return nil, err
+		}
+		return nil, kernel(op, err)
+	}
+	return n, nil
+}
+
+func checkNetwork(op string, cfg NetworkConfig) error {
+	if err := checkName(op, "Name", cfg.Name); err != nil {
+		return err
+	}
+	if err := checkMTU(op, cfg.MTU); err != nil {
+		return err
+	}
+	if err := checkSubnet(op, "IPv4", cfg.IPv4, true); err != nil {
+		return err
+	}
+	return checkSubnet(op, "IPv6", cfg.IPv6, false)
+}
+
+// reserve claims the bridge name and subnets among this driver's networks.
+func (d *Driver) reserve(op string, n *Network) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return &Error{Op: op, Kind: ErrClosed}
+	}
+	if _, ok := d.networks[n.cfg.Name]; ok {
+		return &Error{Op: op, Field: "Name", Value: n.cfg.Name, Kind: ErrExists}
+	}
+	for _, o := range d.networks {
+		for _, p := range [][2]netip.Prefix{{n.cfg.IPv4, o.cfg.IPv4}, {n.cfg.IPv6, o.cfg.IPv6}} {
+			if p[0].IsValid() && p[1].IsValid() && p[0].Masked().Overlaps(p[1].Masked()) {
+				field := "IPv4"
+				if p[0].Addr().Is6() {
+					field = "IPv6"
+				}
+				return conflict(op, field, p[0], "overlaps network "+o.cfg.Name+" ("+p[1].String()+")")
+			}
+		}
+	}
+	d.networks[n.cfg.Name] = n
+	return nil
+}
+
+func (d *Driver) unreserve(n *Network) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.networks[n.cfg.Name] == n {
+		delete(d.networks, n.cfg.Name)
+	}
+}
+
+// setup creates or adopts the bridge and configures it; on failure it
+// undoes what it did.
+func (n *Network) setup(op string, c *netlink.Conn) (err error) {
+	br, err := link.Get(c, n.cfg.Name)
+	created := errors.Is(err, unix.ENODEV)
+	switch {
+	case created:
+		br, err = link.CreateBridge(c, link.BridgeSpec{Name: n.cfg.Name, MTU: n.cfg.MTU,
+			MAC: randomMAC(), Alias: bridgeAlias})
+		if err != nil {
+			return kernel(op, err)
+		}
+		defer func() {
+			if err != nil {
+				link.Delete(c, br.Index)
+			}
+		}()
+	case err != nil:
+		return kernel(op, err)
+	case br.Kind != "bridge":
+		return conflict(op, "Name", n.cfg.Name, "a device of kind "+strconv.Quote(br.Kind)+" has this name")
+	case n.cfg.MTU != 0 && br.MTU != n.cfg.MTU:
+		return conflict(op, "MTU", n.cfg.MTU, "the existing bridge has MTU "+strconv.Itoa(br.MTU))
+	}
+	n.adopted = !created && br.Alias != bridgeAlias
+	n.index = br.Index
+	n.group = groupBase + br.Index
+	if !n.adopted && br.Group != 0 {
+		n.group = br.Group // ours from an earlier run: keep its group
+	}
+
+	if err := n.d.host.WriteSysctls(n.bridgeSysctls()...); err != nil {
+		return kernel(op, err)
+	}
+	var have []addr.Addr
+	if !created {
+		if have, err = addr.List(c, br.Index); err != nil {
+			return kernel(op, err)
+		}
+	}
+	var msgs []netlink.Message
+	if !n.adopted && br.Group != n.group {
+		msgs = append(msgs, link.SetGroupMsg(br.Index, n.group))
+	}
+	var add []netip.Prefix
+	for _, want := range n.gatewayAddrs() {
+		found := false
+		for _, h := range have {
+			if h.Prefix == want {
+				found = true
+			} else if want.Addr().Is4() && h.Prefix.Addr().Is4() {
+				return conflict(op, "IPv4", want, "the bridge already has "+h.Prefix.String())
+			}
+		}
+		if !found {
+			add = append(add, want)
+			msgs = append(msgs, addr.AddMsg(br.Index, want))
+		}
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	if _, err := nl.Exec(c, msgs...); err != nil {
+		if !created {
+			for _, p := range add {
+				nl.Exec(c, addr.DeleteMsg(br.Index, p))
+			}
+		}
+		return kernel(op, err)
+	}
+	if n.adopted {
+		n.added = add
+	}
+	return nil
+}
+
+// gatewayAddrs are the addresses the bridge carries.
+func (n *Network) gatewayAddrs() []netip.Prefix {
+	var out []netip.Prefix
+	if n.cfg.IPv4.IsValid() {
+		out = append(out, n.cfg.IPv4)
+	}
+	if n.cfg.IPv6.IsValid() {
+		out = append(out, n.cfg.IPv6)
+		if n.cfg.IPv6.Masked() != linkLocal6 {
+			out = append(out, netip.MustParsePrefix("fe80::1/64"))
+		}
+	}
+	return out
+}
+
+// bridgeSysctls enable IPv6 without router advertisements on the bridge
+// and IP forwarding for the families with a gateway.
+func (n *Network) bridgeSysctls() []nsutil.Sysctl {
+	var s []nsutil.Sysctl
+	if n.cfg.IPv4.IsValid() {
+		s = append(s, nsutil.Sysctl{Key: "net.ipv4.ip_forward", Value: "1"})
+	}
+	if n.cfg.IPv6.IsValid() {
+		br := "net.ipv6.conf." + dotted(n.cfg.Name) + "."
+		s = append(s,
+			nsutil.Sysctl{Key: br + "disable_ipv6", Value: "0"},
+			nsutil.Sysctl{Key: br + "accept_ra", Value: "0"},
+			nsutil.Sysctl{Key: "net.ipv6.conf.all.forwarding", Value: "1"})
+	}
+	return s
+}
+
+// Delete removes every endpoint of the network in one group delete, then
+// the bridge unless it was adopted (from an adopted bridge it removes only
+// the addresses it added). Deleting twice is not an error.
+func (n *Network) Delete(ctx context.Context) error {
+	op := "delete network " + n.cfg.Name
+	n.mu.Lock()
+	if n.deleted {
+		n.mu.Unlock()
+		return nil
+	}
+	n.deleted = true
+	eps := n.endpoints
+	n.endpoints = map[*Endpoint]struct{}{}
+	n.mu.Unlock()
+	for ep := range eps {
+		ep.markDetached()
+	}
+	err := n.d.withConn(func(c *netlink.Conn) error {
+		if err := link.DeleteGroup(c, n.group); err != nil {
+			return err
+		}
+		if !n.adopted {
+			return link.Delete(c, n.index) // normally gone with the group
+		}
+		for _, p := range n.added {
+			if _, err := nl.Exec(c, addr.DeleteMsg(n.index, p)); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+				return err
+			}
+		}
+		return nil
+	})
+	n.d.unreserve(n)
+	if err != nil {
+		return kernel(op, err)
+	}
+	return nil
+}
+
+// randomMAC returns a random locally administered unicast MAC.
+func randomMAC() net.HardwareAddr {
+	m := make(net.HardwareAddr, 6)
+	rand.Read(m)
+	m[0] = m[0]&^1 | 2
+	return m
+}
+
+// dotted writes an interface name as a sysctl key component.
+func dotted(ifname string) string {
+	b := []byte(ifname)
+	for i := range b {
+		if b[i] == '.' {
+			b[i] = '/'
+		}
+	}
+	return string(b)
+}

@@ -1,0 +1,104 @@
+// Package nsutil opens network namespaces and works inside them without
+// moving the caller's thread: netlink sockets are dialled into a namespace,
+// and code that needs a thread inside one runs on a throwaway goroutine.
+//
+// An *NS is safe for concurrent use. Its zero value is not usable; get one
+// from Open, Current or Create.
+package nsutil
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// ErrNotNetNS is returned by Open for a path that is not a network namespace.
+var ErrNotNetNS = errors.New("not a network namespace")
+
+// NS is an open handle on a network namespace. It keeps the namespace alive
+// until Close.
+type NS struct {
+	f    *os.File
+	path string
+}
+
+// Open opens the network namespace at path (e.g. /run/netns/c1 or
+// /proc/PID/ns/net). It fails with ErrNotNetNS when path is something else.
+func Open(path string) (*NS, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	t, err := unix.IoctlRetInt(int(f.Fd()), unix.NS_GET_NSTYPE)
+	if err != nil || t != unix.CLONE_NEWNET {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, ErrNotNetNS)
+	}
+	return &NS{f: f, path: path}, nil
+}
+
+// Current opens the network namespace of the calling thread.
+func Current() (*NS, error) {
+	return Open("/proc/thread-self/ns/net")
+}
+
+// Path is the path the namespace was opened from.
+func (ns *NS) Path() string { return ns.path }
+
+// FD is the namespace's file descriptor, valid until Close.
+func (ns *NS) FD() int { return int(ns.f.Fd()) }
+
+// Close releases the handle. The namespace lives on while other references
+// to it exist.
+func (ns *NS) Close() error { return ns.f.Close() }
+
+// Same reports whether ns and other are the same namespace.
+func (ns *NS) Same(other *NS) bool {
+	var a, b unix.Stat_t
+	if unix.Fstat(ns.FD(), &a) != nil || unix.Fstat(other.FD(), &b) != nil {
+		return false
+	}
+	return a.Dev == b.Dev && a.Ino == b.Ino
+}
+
+// Dial opens a netlink socket of the given family (unix.NETLINK_ROUTE,
+// unix.NETLINK_NETFILTER, ...) inside the namespace.
+func (ns *NS) Dial(family int) (*netlink.Conn, error) {
+	return netlink.Dial(family, &netlink.Config{NetNS: ns.FD()})
+}
+
+// Do runs fn on a new goroutine whose thread has entered the namespace, and
+// returns fn's error. Sockets and files that fn opens stay bound to the
+// namespace after Do returns. The caller's thread never changes namespace; if
+// the helper thread cannot return to its own namespace it is discarded.
+func (ns *NS) Do(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		home, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("open own netns: %w", err)
+			return
+		}
+		defer unix.Close(home)
+		if err := unix.Setns(ns.FD(), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("setns %s: %w", ns.path, err)
+			return
+		}
+		ferr := fn()
+		if err := unix.Setns(home, unix.CLONE_NEWNET); err != nil {
+			// Leave the thread locked: it exits with this goroutine.
+			errc <- errors.Join(ferr, fmt.Errorf("setns back: %w", err))
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
