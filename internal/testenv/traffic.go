@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"testing"
 	"time"
 
 	"github.com/nlbridge/bridge/nsutil"
@@ -14,25 +15,31 @@ import (
 	"golang.org/x/net/ipv6"
 )
 
-// Listen opens a TCP listener on addr:port inside ns; it answers every
-// connection with "hello from <addr>\n" and is closed when the test ends.
-// It returns the remote addresses it served on a channel.
-func Listen(t interface {
-	Helper()
-	Fatalf(string, ...any)
-	Cleanup(func())
-}, ns *nsutil.NS, ap netip.AddrPort) <-chan netip.AddrPort {
+// Listen opens a TCP server on addr:port inside ns (see Serve) and closes
+// it when the test ends.
+func Listen(t testing.TB, ns *nsutil.NS, ap netip.AddrPort) <-chan netip.AddrPort {
 	t.Helper()
+	peers, stop, err := Serve(ns, ap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	return peers
+}
+
+// Serve opens a TCP listener on addr:port inside ns that answers every
+// connection with "hello from <addr>\n". It sends the remote address of
+// each connection it served on the channel; stop closes it.
+func Serve(ns *nsutil.NS, ap netip.AddrPort) (peers <-chan netip.AddrPort, stop func(), err error) {
 	var ln net.Listener
-	err := ns.Do(func() (err error) {
+	err = ns.Do(func() (err error) {
 		ln, err = net.Listen("tcp", ap.String())
 		return err
 	})
 	if err != nil {
-		t.Fatalf("listen %s in %s: %v", ap, ns.Path(), err)
+		return nil, nil, fmt.Errorf("listen %s in %s: %w", ap, ns.Path(), err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	peers := make(chan netip.AddrPort, 64)
+	ch := make(chan netip.AddrPort, 64)
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -40,14 +47,14 @@ func Listen(t interface {
 				return
 			}
 			select {
-			case peers <- netip.MustParseAddrPort(c.RemoteAddr().String()):
+			case ch <- netip.MustParseAddrPort(c.RemoteAddr().String()):
 			default:
 			}
 			fmt.Fprintf(c, "hello from %s\n", ap.Addr())
 			c.Close()
 		}
 	}()
-	return peers
+	return ch, func() { ln.Close() }, nil
 }
 
 // Dial connects over TCP from inside ns to ap and returns the greeting

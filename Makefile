@@ -1,0 +1,21 @@
+# nlbridge: `make demo` runs the main job, `make test` runs every test.
+# Both need root (they create network namespaces) and touch nothing outside
+# the namespaces they create.
+GO ?= go
+export GOFLAGS := -buildvcs=false
+
+.PHONY: demo test deps vet
+
+# deps installs what the tests use as an independent oracle (iproute2).
+deps:
+	@command -v ip >/dev/null || (apt-get update && apt-get install -y iproute2)
+
+vet:
+	$(GO) vet ./...
+
+demo: deps
+	$(GO) run ./cmd/nlbridge-demo
+
+# test runs unit tests and (as root) live tests in throwaway namespaces.
+test: deps vet
+	$(GO) test -race -count=1 ./...
