@@ -1,0 +1,56 @@
+package nl_test
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/mdlayher/netlink"
+	"github.com/nlbridge/bridge/internal/nl"
+	"github.com/nlbridge/bridge/internal/nltestutil"
+	"golang.org/x/sys/unix"
+)
+
+func msg(typ netlink.HeaderType, flags netlink.HeaderFlags) netlink.Message {
+	return netlink.Message{Header: netlink.Header{Type: typ, Flags: flags}, Data: []byte{1, 2, 3, 4}}
+}
+
+func TestExecSendsOneBatchAndCollectsEchoes(t *testing.T) {
+	r := &nltestutil.Recorder{Reply: func(m netlink.Message) ([]netlink.Message, int) {
+		if m.Header.Flags&netlink.Echo != 0 {
+			return []netlink.Message{{Header: netlink.Header{Type: unix.RTM_NEWLINK}, Data: []byte("echo")}}, 0
+		}
+		return nil, 0
+	}}
+	c := r.Dial()
+	replies, err := nl.Exec(c, msg(unix.RTM_NEWLINK, nl.Create|netlink.Echo), msg(unix.RTM_NEWADDR, nl.Create), msg(unix.RTM_NEWROUTE, nl.Create))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Sends != 1 || len(r.Reqs) != 3 {
+		t.Fatalf("sends=%d reqs=%d, want 1 sendmsg with 3 messages", r.Sends, len(r.Reqs))
+	}
+	if len(replies) != 1 || string(replies[0].Data) != "echo" {
+		t.Fatalf("replies = %+v, want the one echo", replies)
+	}
+	// The conn is clean: the next request gets its own answer.
+	if _, err := nl.Exec(c, msg(unix.RTM_NEWADDR, nl.Create)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestExecReportsTheRefusedMessage(t *testing.T) {
+	r := &nltestutil.Recorder{Reply: func(m netlink.Message) ([]netlink.Message, int) {
+		if m.Header.Type == unix.RTM_NEWADDR {
+			return nil, int(unix.EEXIST)
+		}
+		return nil, 0
+	}}
+	_, err := nl.Exec(r.Dial(), msg(unix.RTM_NEWLINK, nl.Change), msg(unix.RTM_NEWADDR, nl.Create), msg(unix.RTM_NEWROUTE, nl.Create))
+	var be *nl.BatchError
+	if !errors.As(err, &be) || be.Index != 1 {
+		t.Fatalf("err = %v, want a BatchError for message 1", err)
+	}
+	if !errors.Is(err, unix.EEXIST) {
+		t.Fatalf("errors.Is(%v, EEXIST) = false", err)
+	}
+}

@@ -1,0 +1,194 @@
+package link_test
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"testing"
+
+	"github.com/jsimonetti/rtnetlink/v2"
+	"github.com/mdlayher/netlink"
+	"github.com/mdlayher/netlink/nlenc"
+	"github.com/nlbridge/bridge/internal/nltestutil"
+	"github.com/nlbridge/bridge/link"
+	"golang.org/x/sys/unix"
+)
+
+const wantCreate = netlink.Request | netlink.Acknowledge | netlink.Create | netlink.Excl | netlink.Echo
+
+// echo answers a create request the way Linux 6.3+ does with NLM_F_ECHO:
+// with the new device, whose IFLA_LINK is the veth peer's index.
+func echo(index, peer uint32) func(netlink.Message) ([]netlink.Message, int) {
+	return func(m netlink.Message) ([]netlink.Message, int) {
+		if m.Header.Type != unix.RTM_NEWLINK {
+			return nil, 0
+		}
+		var req rtnetlink.LinkMessage
+		req.UnmarshalBinary(m.Data)
+		b, _ := (&rtnetlink.LinkMessage{Index: index, Flags: unix.IFF_UP, Attributes: &rtnetlink.LinkAttributes{
+			Name: req.Attributes.Name, Type: peer, Info: &rtnetlink.LinkInfo{Kind: req.Attributes.Info.Kind}}}).MarshalBinary()
+		return []netlink.Message{{Header: netlink.Header{Type: unix.RTM_NEWLINK}, Data: b}}, 0
+	}
+}
+
+func TestCreateVethSendsOneCompleteMessage(t *testing.T) {
+	r := &nltestutil.Recorder{Reply: echo(7, 3)}
+	mac := net.HardwareAddr{2, 0x42, 172, 18, 0, 2}
+	l, err := link.CreateVeth(r.Dial(), link.VethSpec{Name: "veth1234567", Master: 4, Group: 0x6e6c0004,
+		MTU: 1450, PeerName: "eth0", PeerMAC: mac, PeerNetNS: 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Index != 7 || l.Peer != 3 || l.Name != "veth1234567" {
+		t.Errorf("link = %+v, want index 7, peer 3", l)
+	}
+	if r.Sends != 1 || len(r.Reqs) != 1 {
+		t.Fatalf("%d sendmsg, %d messages; want exactly one of each", r.Sends, len(r.Reqs))
+	}
+	m := r.Reqs[0]
+	if m.Header.Type != unix.RTM_NEWLINK || m.Header.Flags != wantCreate {
+		t.Fatalf("header = %v %v, want RTM_NEWLINK %v", m.Header.Type, m.Header.Flags, wantCreate)
+	}
+	hdr := m.Data[:unix.SizeofIfInfomsg]
+	if hdr[0] != unix.AF_UNSPEC || nlenc.Uint32(hdr[4:8]) != 0 ||
+		nlenc.Uint32(hdr[8:12]) != unix.IFF_UP || nlenc.Uint32(hdr[12:16]) != unix.IFF_UP {
+		t.Errorf("ifinfomsg = %x, want family 0, index 0, IFF_UP set and changed", hdr)
+	}
+	a := nltestutil.Attrs(t, m.Data[unix.SizeofIfInfomsg:])
+	if got := nlenc.String(a[unix.IFLA_IFNAME]); got != "veth1234567" {
+		t.Errorf("IFLA_IFNAME = %q", got)
+	}
+	if nlenc.Uint32(a[unix.IFLA_MTU]) != 1450 || nlenc.Uint32(a[unix.IFLA_MASTER]) != 4 ||
+		nlenc.Uint32(a[unix.IFLA_GROUP]) != 0x6e6c0004 {
+		t.Errorf("MTU/MASTER/GROUP = %d/%d/%#x", nlenc.Uint32(a[unix.IFLA_MTU]),
+			nlenc.Uint32(a[unix.IFLA_MASTER]), nlenc.Uint32(a[unix.IFLA_GROUP]))
+	}
+	if len(a) != 5 {
+		t.Errorf("host end has %d attributes, want 5 (name, mtu, linkinfo, master, group): %v", len(a), a)
+	}
+	info := nltestutil.Attrs(t, a[unix.IFLA_LINKINFO])
+	if nlenc.String(info[unix.IFLA_INFO_KIND]) != "veth" {
+		t.Errorf("IFLA_INFO_KIND = %q", info[unix.IFLA_INFO_KIND])
+	}
+	peerData := nltestutil.Attrs(t, info[unix.IFLA_INFO_DATA])[1] // VETH_INFO_PEER
+	if peerData == nil || len(peerData) < unix.SizeofIfInfomsg {
+		t.Fatalf("no VETH_INFO_PEER")
+	}
+	if !bytes.Equal(peerData[:unix.SizeofIfInfomsg], make([]byte, unix.SizeofIfInfomsg)) {
+		t.Errorf("peer ifinfomsg = %x: the peer must not be set up here (ENOTCONN)", peerData[:16])
+	}
+	p := nltestutil.Attrs(t, peerData[unix.SizeofIfInfomsg:])
+	if nlenc.String(p[unix.IFLA_IFNAME]) != "eth0" || !bytes.Equal(p[unix.IFLA_ADDRESS], mac) ||
+		nlenc.Uint32(p[unix.IFLA_MTU]) != 1450 || nlenc.Uint32(p[unix.IFLA_NET_NS_FD]) != 9 || len(p) != 4 {
+		t.Errorf("peer attributes = %v, want name eth0, MAC, MTU 1450, netns fd 9", p)
+	}
+}
+
+func TestCreateBridgeMessage(t *testing.T) {
+	r := &nltestutil.Recorder{Reply: echo(4, 0)}
+	mac := net.HardwareAddr{2, 1, 2, 3, 4, 5}
+	l, err := link.CreateBridge(r.Dial(), link.BridgeSpec{Name: "br0", MTU: 9000, MAC: mac, Alias: "nlbridge"})
+	if err != nil || l.Index != 4 {
+		t.Fatalf("CreateBridge = %+v, %v", l, err)
+	}
+	m := r.Reqs[0]
+	if m.Header.Flags != wantCreate || nlenc.Uint32(m.Data[8:12]) != unix.IFF_UP {
+		t.Errorf("header flags %v, ifi_flags %#x", m.Header.Flags, nlenc.Uint32(m.Data[8:12]))
+	}
+	a := nltestutil.Attrs(t, m.Data[unix.SizeofIfInfomsg:])
+	info := nltestutil.Attrs(t, a[unix.IFLA_LINKINFO])
+	if nlenc.String(a[unix.IFLA_IFNAME]) != "br0" || nlenc.Uint32(a[unix.IFLA_MTU]) != 9000 ||
+		!bytes.Equal(a[unix.IFLA_ADDRESS], mac) || nlenc.String(a[unix.IFLA_IFALIAS]) != "nlbridge" ||
+		nlenc.String(info[unix.IFLA_INFO_KIND]) != "bridge" {
+		t.Errorf("attributes = %v", a)
+	}
+	if _, ok := a[unix.IFLA_GROUP]; ok {
+		t.Errorf("group 0 must not be sent")
+	}
+}
+
+func TestCreateWithoutEchoIsAnError(t *testing.T) {
+	r := &nltestutil.Recorder{} // an old kernel: acks but does not echo
+	if _, err := link.CreateBridge(r.Dial(), link.BridgeSpec{Name: "br0"}); err == nil {
+		t.Fatal("want an error when the kernel sends no echo")
+	}
+}
+
+func TestDeleteGroupIsOneMessageWithOnlyTheGroup(t *testing.T) {
+	r := &nltestutil.Recorder{}
+	if err := link.DeleteGroup(r.Dial(), 0x6e6c0004); err != nil {
+		t.Fatal(err)
+	}
+	m := r.Reqs[0]
+	if len(r.Reqs) != 1 || m.Header.Type != unix.RTM_DELLINK || m.Header.Flags != netlink.Request|netlink.Acknowledge {
+		t.Fatalf("requests = %+v", r.Reqs)
+	}
+	if !bytes.Equal(m.Data[:unix.SizeofIfInfomsg], make([]byte, unix.SizeofIfInfomsg)) {
+		t.Errorf("ifinfomsg = %x, want all zero (index 0)", m.Data[:16])
+	}
+	a := nltestutil.Attrs(t, m.Data[unix.SizeofIfInfomsg:])
+	if len(a) != 1 || nlenc.Uint32(a[unix.IFLA_GROUP]) != 0x6e6c0004 {
+		t.Errorf("attributes = %v, want only IFLA_GROUP", a)
+	}
+}
+
+func TestDeleteGroupRefusesGroupZero(t *testing.T) {
+	r := &nltestutil.Recorder{}
+	if err := link.DeleteGroup(r.Dial(), 0); err == nil || len(r.Reqs) != 0 {
+		t.Fatalf("err = %v, %d requests; want a refusal before sending", err, len(r.Reqs))
+	}
+}
+
+func TestDeleteTreatsGoneAsDone(t *testing.T) {
+	for _, errno := range []int{int(unix.ENODEV), 0} {
+		r := &nltestutil.Recorder{Reply: func(netlink.Message) ([]netlink.Message, int) { return nil, errno }}
+		if err := link.Delete(r.Dial(), 5); err != nil {
+			t.Errorf("errno %d: %v", errno, err)
+		}
+		if err := link.DeleteGroup(r.Dial(), 5); err != nil {
+			t.Errorf("group, errno %d: %v", errno, err)
+		}
+	}
+	r := &nltestutil.Recorder{Reply: func(netlink.Message) ([]netlink.Message, int) { return nil, int(unix.EPERM) }}
+	if err := link.Delete(r.Dial(), 5); !errors.Is(err, unix.EPERM) {
+		t.Errorf("err = %v, want EPERM", err)
+	}
+}
+
+func TestUpAndGroupMessages(t *testing.T) {
+	up := link.UpMsg(3)
+	if up.Header.Type != unix.RTM_NEWLINK || nlenc.Uint32(up.Data[4:8]) != 3 ||
+		nlenc.Uint32(up.Data[8:12]) != unix.IFF_UP || nlenc.Uint32(up.Data[12:16]) != unix.IFF_UP || len(up.Data) != 16 {
+		t.Errorf("UpMsg = %+v", up)
+	}
+	g := link.SetGroupMsg(3, 42)
+	if a := nltestutil.Attrs(t, g.Data[16:]); nlenc.Uint32(g.Data[4:8]) != 3 || nlenc.Uint32(a[unix.IFLA_GROUP]) != 42 ||
+		nlenc.Uint32(g.Data[12:16]) != 0 {
+		t.Errorf("SetGroupMsg = %+v", g)
+	}
+}
+
+func TestGetParsesTheAnswer(t *testing.T) {
+	group, master := uint32(9), uint32(4)
+	r := &nltestutil.Recorder{Reply: func(m netlink.Message) ([]netlink.Message, int) {
+		b, _ := (&rtnetlink.LinkMessage{Index: 5, Flags: unix.IFF_UP, Attributes: &rtnetlink.LinkAttributes{
+			Name: "veth0", MTU: 1500, Master: &master, Type: 2, Info: &rtnetlink.LinkInfo{Kind: "veth"}}}).MarshalBinary()
+		b = append(b, func() []byte {
+			x, _ := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.IFLA_GROUP, Data: nlenc.Uint32Bytes(group)}})
+			return x
+		}()...)
+		return []netlink.Message{{Header: netlink.Header{Type: unix.RTM_NEWLINK}, Data: b}}, 0
+	}}
+	l, err := link.Get(r.Dial(), "veth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := link.Link{Index: 5, Name: "veth0", Kind: "veth", MTU: 1500, Group: 9, Master: 4, Up: true, Peer: 2}
+	if l.Index != want.Index || l.Name != want.Name || l.Kind != want.Kind || l.MTU != want.MTU ||
+		l.Group != want.Group || l.Master != want.Master || !l.Up || l.Peer != want.Peer {
+		t.Errorf("Get = %+v, want %+v", l, want)
+	}
+	if a := nltestutil.Attrs(t, r.Reqs[0].Data[16:]); nlenc.String(a[unix.IFLA_IFNAME]) != "veth0" {
+		t.Errorf("request names %q", a[unix.IFLA_IFNAME])
+	}
+}

@@ -1,0 +1,66 @@
+package route_test
+
+import (
+	"bytes"
+	"net/netip"
+	"testing"
+
+	"github.com/jsimonetti/rtnetlink/v2"
+	"github.com/mdlayher/netlink"
+	"github.com/mdlayher/netlink/nlenc"
+	"github.com/nlbridge/bridge/internal/nltestutil"
+	"github.com/nlbridge/bridge/route"
+	"golang.org/x/sys/unix"
+)
+
+func TestAddDefaultMsg(t *testing.T) {
+	for _, tc := range []struct {
+		gw  string
+		fam uint8
+	}{{"172.18.0.1", unix.AF_INET}, {"fd00::1", unix.AF_INET6}} {
+		m := route.AddDefaultMsg(3, netip.MustParseAddr(tc.gw), 100)
+		if m.Header.Type != unix.RTM_NEWROUTE || m.Header.Flags != netlink.Request|netlink.Acknowledge|netlink.Create|netlink.Excl {
+			t.Fatalf("header = %+v", m.Header)
+		}
+		// rtmsg: family, dst_len 0, src_len 0, tos 0, table main, proto boot, scope universe, type unicast
+		if want := []byte{tc.fam, 0, 0, 0, unix.RT_TABLE_MAIN, unix.RTPROT_BOOT, unix.RT_SCOPE_UNIVERSE, unix.RTN_UNICAST}; !bytes.Equal(m.Data[:8], want) {
+			t.Errorf("%s: rtmsg = %x, want %x", tc.gw, m.Data[:8], want)
+		}
+		a := nltestutil.Attrs(t, m.Data[unix.SizeofRtMsg:])
+		if !bytes.Equal(a[unix.RTA_GATEWAY], netip.MustParseAddr(tc.gw).AsSlice()) ||
+			nlenc.Uint32(a[unix.RTA_OIF]) != 3 || nlenc.Uint32(a[unix.RTA_PRIORITY]) != 100 || len(a) != 3 {
+			t.Errorf("%s: attributes = %v", tc.gw, a)
+		}
+	}
+}
+
+func TestListKeepsMainUnicastRoutes(t *testing.T) {
+	mk := func(table, typ uint8, dst string, bits uint8, gw string) netlink.Message {
+		rm := &rtnetlink.RouteMessage{Family: unix.AF_INET, DstLength: bits, Table: table, Type: typ}
+		if dst != "" {
+			rm.Attributes.Dst = netip.MustParseAddr(dst).AsSlice()
+		}
+		if gw != "" {
+			rm.Attributes.Gateway = netip.MustParseAddr(gw).AsSlice()
+		}
+		rm.Attributes.OutIface = 2
+		b, _ := rm.MarshalBinary()
+		return netlink.Message{Header: netlink.Header{Type: unix.RTM_NEWROUTE, Flags: netlink.Multi}, Data: b}
+	}
+	r := &nltestutil.Recorder{Reply: func(netlink.Message) ([]netlink.Message, int) {
+		return []netlink.Message{
+			mk(unix.RT_TABLE_MAIN, unix.RTN_UNICAST, "", 0, "10.0.0.1"),
+			mk(unix.RT_TABLE_MAIN, unix.RTN_UNICAST, "10.0.0.0", 24, ""),
+			mk(unix.RT_TABLE_LOCAL, unix.RTN_LOCAL, "10.0.0.5", 32, ""),
+			{Header: netlink.Header{Type: netlink.Done, Flags: netlink.Multi}},
+		}, 0
+	}}
+	got, err := route.List(r.Dial())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || !got[0].IsDefault() || got[0].Gw != netip.MustParseAddr("10.0.0.1") ||
+		got[1].Dst != netip.MustParsePrefix("10.0.0.0/24") || got[1].IsDefault() {
+		t.Errorf("List = %+v", got)
+	}
+}
