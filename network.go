@@ -147,8 +147,7 @@ func (n *Network) setup(op string, c *netlink.Conn) (err error) {
 	created := errors.Is(err, unix.ENODEV)
 	switch {
 	case created:
-		br, err = link.CreateBridge(c, link.BridgeSpec{Name: n.cfg.Name, MTU: n.cfg.MTU,
-			MAC: randomMAC(), Alias: bridgeAlias})
+		br, err = link.CreateBridge(c, link.BridgeSpec{Name: n.cfg.Name, MTU: n.cfg.MTU, MAC: randomMAC()})
 		if err != nil {
 			return kernel(op, err)
 		}
@@ -181,8 +180,11 @@ func (n *Network) setup(op string, c *netlink.Conn) (err error) {
 		}
 	}
 	var msgs []netlink.Message
-	if !n.adopted && br.Group != n.group {
-		msgs = append(msgs, link.SetGroupMsg(br.Index, n.group))
+	switch {
+	case created:
+		msgs = append(msgs, link.SetMsg(br.Index, false, n.group, bridgeAlias))
+	case !br.Up:
+		msgs = append(msgs, link.SetMsg(br.Index, true, 0, ""))
 	}
 	var add []netip.Prefix
 	for _, want := range n.gatewayAddrs() {

@@ -15,7 +15,6 @@ type BridgeSpec struct {
 	Name  string
 	MTU   int              // 0 = kernel default
 	MAC   net.HardwareAddr // pinned so it does not follow the ports; nil = kernel's choice
-	Alias string           // "" = none
 	Group uint32           // 0 = default group
 }
 
@@ -33,9 +32,6 @@ func CreateBridge(c *netlink.Conn, s BridgeSpec) (Link, error) {
 func CreateBridgeMsg(s BridgeSpec) (netlink.Message, error) {
 	a := &rtnetlink.LinkAttributes{Name: s.Name, MTU: uint32(s.MTU), Address: s.MAC,
 		Info: &rtnetlink.LinkInfo{Kind: "bridge"}}
-	if s.Alias != "" {
-		a.Alias = &s.Alias
-	}
 	return newLinkMsg(a, s.Group)
 }
 

@@ -149,12 +149,27 @@ func UpMsg(index uint32) netlink.Message {
 	}
 }
 
-// SetGroupMsg builds an RTM_NEWLINK that moves a device into a link group.
-func SetGroupMsg(index, group uint32) netlink.Message {
-	return netlink.Message{
-		Header: netlink.Header{Type: unix.RTM_NEWLINK, Flags: nl.Change},
-		Data:   append(ifinfo(unix.AF_UNSPEC, index, 0, 0), groupAttr(group)...),
+// SetMsg builds an RTM_NEWLINK that changes an existing device: up (if
+// up), its link group (if group != 0) and its alias (if alias != "").
+// The kernel applies an alias only to existing devices, not on create.
+func SetMsg(index uint32, up bool, group uint32, alias string) netlink.Message {
+	var flags uint32
+	if up {
+		flags = unix.IFF_UP
 	}
+	b := ifinfo(unix.AF_UNSPEC, index, flags, flags)
+	var attrs []netlink.Attribute
+	if alias != "" {
+		attrs = append(attrs, netlink.Attribute{Type: unix.IFLA_IFALIAS, Data: nlenc.Bytes(alias)})
+	}
+	if group != 0 {
+		attrs = append(attrs, netlink.Attribute{Type: unix.IFLA_GROUP, Data: nlenc.Uint32Bytes(group)})
+	}
+	if len(attrs) > 0 {
+		a, _ := netlink.MarshalAttributes(attrs)
+		b = append(b, a...)
+	}
+	return netlink.Message{Header: netlink.Header{Type: unix.RTM_NEWLINK, Flags: nl.Change}, Data: b}
 }
 
 // ifinfo encodes a struct ifinfomsg.

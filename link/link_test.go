@@ -87,7 +87,7 @@ func TestCreateVethSendsOneCompleteMessage(t *testing.T) {
 func TestCreateBridgeMessage(t *testing.T) {
 	r := &nltestutil.Recorder{Reply: echo(4, 0)}
 	mac := net.HardwareAddr{2, 1, 2, 3, 4, 5}
-	l, err := link.CreateBridge(r.Dial(), link.BridgeSpec{Name: "br0", MTU: 9000, MAC: mac, Alias: "nlbridge"})
+	l, err := link.CreateBridge(r.Dial(), link.BridgeSpec{Name: "br0", MTU: 9000, MAC: mac})
 	if err != nil || l.Index != 4 {
 		t.Fatalf("CreateBridge = %+v, %v", l, err)
 	}
@@ -98,7 +98,7 @@ func TestCreateBridgeMessage(t *testing.T) {
 	a := nltestutil.Attrs(t, m.Data[unix.SizeofIfInfomsg:])
 	info := nltestutil.Attrs(t, a[unix.IFLA_LINKINFO])
 	if nlenc.String(a[unix.IFLA_IFNAME]) != "br0" || nlenc.Uint32(a[unix.IFLA_MTU]) != 9000 ||
-		!bytes.Equal(a[unix.IFLA_ADDRESS], mac) || nlenc.String(a[unix.IFLA_IFALIAS]) != "nlbridge" ||
+		!bytes.Equal(a[unix.IFLA_ADDRESS], mac) ||
 		nlenc.String(info[unix.IFLA_INFO_KIND]) != "bridge" {
 		t.Errorf("attributes = %v", a)
 	}
@@ -161,10 +161,13 @@ func TestUpAndGroupMessages(t *testing.T) {
 		nlenc.Uint32(up.Data[8:12]) != unix.IFF_UP || nlenc.Uint32(up.Data[12:16]) != unix.IFF_UP || len(up.Data) != 16 {
 		t.Errorf("UpMsg = %+v", up)
 	}
-	g := link.SetGroupMsg(3, 42)
+	g := link.SetMsg(3, false, 42, "nlbridge")
 	if a := nltestutil.Attrs(t, g.Data[16:]); nlenc.Uint32(g.Data[4:8]) != 3 || nlenc.Uint32(a[unix.IFLA_GROUP]) != 42 ||
-		nlenc.Uint32(g.Data[12:16]) != 0 {
-		t.Errorf("SetGroupMsg = %+v", g)
+		nlenc.String(a[unix.IFLA_IFALIAS]) != "nlbridge" || nlenc.Uint32(g.Data[12:16]) != 0 || len(a) != 2 {
+		t.Errorf("SetMsg = %+v", g)
+	}
+	if s := link.SetMsg(3, true, 0, ""); len(s.Data) != 16 || nlenc.Uint32(s.Data[12:16]) != unix.IFF_UP {
+		t.Errorf("SetMsg up only = %+v", s)
 	}
 }
 
