@@ -1,0 +1,29 @@
+// Package bridge is Linux bridge networking for container runtimes, done
+// entirely over netlink: no processes are started, and the caller's thread
+// never changes network namespace.
+//
+// # Model
+//
+// A Driver manages one namespace (the "host", Options.NetNS). A Network is
+// a bridge in it with optional IPv4 and IPv6 gateway addresses. An Endpoint
+// connects a sandbox namespace to a network through a veth pair: the host
+// end on the bridge, the peer inside the sandbox.
+//
+// # Cost
+//
+// An attach is three netlink round trips (four when the interface name is
+// chosen automatically): a dump of the sandbox's routes, one RTM_NEWLINK
+// that creates the whole veth pair with the peer born in the sandbox, and
+// one batched sendmsg that configures the sandbox side. Each network's
+// host-side devices share a link group, so Network.Delete is one request.
+//
+// # Errors
+//
+// Every error is an *Error naming the operation and, for bad input, the
+// field and its value. errors.Is matches its kind (ErrInvalid, ErrExists,
+// ErrNotFound, ErrConflict, ErrClosed) and the kernel's errno.
+//
+// # Concurrency
+//
+// Driver, Network and Endpoint are safe for concurrent use.
+package bridge
