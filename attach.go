@@ -87,6 +87,9 @@ func (n *Network) checkEndpoint(op string, cfg EndpointConfig) error {
 	if err := checkMAC(op, cfg.MAC); err != nil {
 		return err
 	}
+	if _, err := cfg.Advertise.resolve(op); err != nil {
+		return err
+	}
 	if err := checkEndpointAddr(op, "IPv4", cfg.IPv4, n.cfg.IPv4); err != nil {
 		return err
 	}
@@ -239,7 +242,8 @@ func (e *Endpoint) create(ctx context.Context, op string, ns *nsutil.NS, sc *net
 	if _, err := nl.Exec(sc, msgs...); err != nil {
 		return kernel(op, err)
 	}
-	return nil
+	adv, _ := cfg.Advertise.resolve(op) // checked in checkEndpoint
+	return e.advertise(op, adv, ns, sc, hc)
 }
 
 // createVeth creates the pair, choosing the host name at random and, when
@@ -376,6 +380,7 @@ func (e *Endpoint) Detach(ctx context.Context) error {
 	if !e.markDetached() {
 		return nil
 	}
+	e.stopAdvertising()
 	n := e.n
 	if err := n.d.withConn(func(c *netlink.Conn) error { return link.Delete(c, e.hostIndex) }); err != nil {
 		e.mu.Lock()

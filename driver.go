@@ -26,6 +26,10 @@ type Driver struct {
 	host  *nsutil.NS
 	conns chan *netlink.Conn // idle NETLINK_ROUTE conns in host
 
+	ctx    context.Context // cancelled by Close: stops background work
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // background announcements
+
 	mu       sync.Mutex
 	networks map[string]*Network
 	closed   bool
@@ -53,6 +57,7 @@ func Open(ctx context.Context, opts Options) (*Driver, error) {
 		return nil, &Error{Op: op, Field: "NetNS", Value: opts.NetNS, Kind: ErrInvalid, Err: err}
 	}
 	d := &Driver{host: ns, conns: make(chan *netlink.Conn, maxIdleConns), networks: map[string]*Network{}}
+	d.ctx, d.cancel = context.WithCancel(context.Background())
 	c, err := d.conn()
 	if err != nil {
 		ns.Close()
@@ -62,8 +67,9 @@ func Open(ctx context.Context, opts Options) (*Driver, error) {
 	return d, nil
 }
 
-// Close releases the driver's sockets and namespace handle. Networks and
-// endpoints are left in the kernel; their handles stop working.
+// Close stops pending announcements and releases the driver's sockets and
+// namespace handle; no goroutine of the driver outlives it. Networks and
+// endpoints are left in the kernel.
 func (d *Driver) Close() error {
 	d.mu.Lock()
 	if d.closed {
@@ -72,6 +78,8 @@ func (d *Driver) Close() error {
 	}
 	d.closed = true
 	d.mu.Unlock()
+	d.cancel()
+	d.wg.Wait()
 	for {
 		select {
 		case c := <-d.conns:

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"context"
 	"net"
 	"net/netip"
 	"sync"
@@ -27,6 +28,11 @@ type EndpointConfig struct {
 	// the lowest metric wins, so a value below 100 takes over from an
 	// automatic route. Internal networks never add default routes.
 	RouteMetric uint32
+
+	// Advertise sets the gratuitous ARP / unsolicited NA announcements
+	// after attach; nil = DefaultAdvertise (3, one second apart). The first
+	// is sent before Attach returns.
+	Advertise *Advertise
 }
 
 // autoMetric is the metric of automatic default routes.
@@ -47,6 +53,8 @@ type Endpoint struct {
 
 	mu       sync.Mutex
 	detached bool
+	stopAdv  context.CancelFunc // cancels background announcements; nil if none
+	advDone  chan struct{}      // closed when they have stopped
 }
 
 // Network is the network the endpoint is attached to.

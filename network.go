@@ -43,6 +43,7 @@ type Network struct {
 	index   uint32         // bridge ifindex
 	group   uint32         // link group of the veths (and of the bridge, unless adopted)
 	adopted bool           // the bridge existed and is not ours: never delete it
+	stp     bool           // spanning tree on: ports take seconds to forward
 	added   []netip.Prefix // addresses we put on an adopted bridge
 
 	mu        sync.Mutex
@@ -164,6 +165,7 @@ func (n *Network) setup(op string, c *netlink.Conn) (err error) {
 		return conflict(op, "MTU", n.cfg.MTU, "the existing bridge has MTU "+strconv.Itoa(br.MTU))
 	}
 	n.adopted = !created && br.Alias != bridgeAlias
+	n.stp = br.STP
 	n.index = br.Index
 	n.group = groupBase + br.Index
 	if !n.adopted && br.Group != 0 {
@@ -266,6 +268,7 @@ func (n *Network) Delete(ctx context.Context) error {
 	n.mu.Unlock()
 	for ep := range eps {
 		ep.markDetached()
+		ep.stopAdvertising()
 	}
 	err := n.d.withConn(func(c *netlink.Conn) error {
 		if err := link.DeleteGroup(c, n.group); err != nil {

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestCheckNetworkRejects(t *testing.T) {
@@ -121,5 +122,24 @@ func TestLastAddr(t *testing.T) {
 		if got := lastAddr(netip.MustParsePrefix(in)); got.String() != want {
 			t.Errorf("lastAddr(%s) = %s, want %s", in, got, want)
 		}
+	}
+}
+
+func TestAdvertiseOutOfRange(t *testing.T) {
+	n := &Network{cfg: NetworkConfig{Name: "br0", IPv4: netip.MustParsePrefix("172.18.0.1/16")}}
+	for _, adv := range []Advertise{{Count: 4}, {Count: -1}, {Count: 1, Interval: 99 * time.Millisecond}, {Count: 1, Interval: 3 * time.Second}} {
+		err := n.checkEndpoint("attach", EndpointConfig{NetNS: "/x", Advertise: &adv})
+		var e *Error
+		if !errors.As(err, &e) || !errors.Is(err, ErrInvalid) || !strings.HasPrefix(e.Field, "Advertise.") {
+			t.Errorf("%+v: err = %v, want ErrInvalid on Advertise.*", adv, err)
+		}
+	}
+	for _, adv := range []*Advertise{nil, {}, {Count: 3}, {Count: 1, Interval: 2 * time.Second}} {
+		if err := n.checkEndpoint("attach", EndpointConfig{NetNS: "/x", Advertise: adv}); err != nil {
+			t.Errorf("%+v refused: %v", adv, err)
+		}
+	}
+	if r, _ := (&Advertise{Count: 2}).resolve("x"); r.Interval != time.Second {
+		t.Errorf("zero Interval resolved to %v, want 1s", r.Interval)
 	}
 }

@@ -12,9 +12,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 
 	"github.com/jsimonetti/rtnetlink/v2"
-	_ "github.com/jsimonetti/rtnetlink/v2/driver" // decode bridge-port and veth info
+	"github.com/jsimonetti/rtnetlink/v2/driver"
 	"github.com/mdlayher/netlink"
 	"github.com/mdlayher/netlink/nlenc"
 	"github.com/nlbridge/bridge/internal/nl"
@@ -33,12 +34,27 @@ type Link struct {
 	Master uint32 // 0 = not enslaved
 	Up     bool   // administratively up (IFF_UP)
 	Peer   uint32 // for veth: the peer's index in its own namespace (IFLA_LINK)
+
+	STP       bool  // for bridges: spanning tree on
+	PortState uint8 // for bridge ports: BR_STATE_* (PortForwarding when passing traffic)
 }
+
+// PortForwarding is the bridge-port state in which a port passes traffic.
+const PortForwarding = uint8(driver.BridgePortStateForwarding)
 
 // Get reads one device by name. A missing device gives an error for which
 // errors.Is(err, unix.ENODEV) holds.
 func Get(c *netlink.Conn, name string) (Link, error) {
-	b, err := (&rtnetlink.LinkMessage{Attributes: &rtnetlink.LinkAttributes{Name: name}}).MarshalBinary()
+	return get(c, &rtnetlink.LinkMessage{Attributes: &rtnetlink.LinkAttributes{Name: name}}, strconv.Quote(name))
+}
+
+// GetIndex reads one device by index.
+func GetIndex(c *netlink.Conn, index uint32) (Link, error) {
+	return get(c, &rtnetlink.LinkMessage{Index: index}, strconv.Itoa(int(index)))
+}
+
+func get(c *netlink.Conn, req *rtnetlink.LinkMessage, what string) (Link, error) {
+	b, err := req.MarshalBinary()
 	if err != nil {
 		return Link{}, err
 	}
@@ -47,10 +63,10 @@ func Get(c *netlink.Conn, name string) (Link, error) {
 		Data:   b,
 	})
 	if err != nil {
-		return Link{}, fmt.Errorf("get link %q: %w", name, err)
+		return Link{}, fmt.Errorf("get link %s: %w", what, err)
 	}
 	if len(msgs) != 1 {
-		return Link{}, fmt.Errorf("get link %q: %d answers", name, len(msgs))
+		return Link{}, fmt.Errorf("get link %s: %d answers", what, len(msgs))
 	}
 	return Parse(msgs[0])
 }
@@ -86,6 +102,12 @@ func Parse(m netlink.Message) (Link, error) {
 		Up: lm.Flags&unix.IFF_UP != 0, Peer: a.Type}
 	if a.Info != nil {
 		l.Kind = a.Info.Kind
+		if br, ok := a.Info.Data.(*driver.Bridge); ok && br.StpState != nil {
+			l.STP = *br.StpState != driver.BridgeStpStateDisabled
+		}
+		if bp, ok := a.Info.SlaveData.(*driver.BridgePort); ok && bp.State != nil {
+			l.PortState = uint8(*bp.State)
+		}
 	}
 	if a.NetDevGroup != nil {
 		l.Group = *a.NetDevGroup

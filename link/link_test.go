@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/jsimonetti/rtnetlink/v2"
+	"github.com/jsimonetti/rtnetlink/v2/driver"
 	"github.com/mdlayher/netlink"
 	"github.com/mdlayher/netlink/nlenc"
 	"github.com/nlbridge/bridge/internal/nltestutil"
@@ -193,5 +194,21 @@ func TestGetParsesTheAnswer(t *testing.T) {
 	}
 	if a := nltestutil.Attrs(t, r.Reqs[0].Data[16:]); nlenc.String(a[unix.IFLA_IFNAME]) != "veth0" {
 		t.Errorf("request names %q", a[unix.IFLA_IFNAME])
+	}
+}
+
+func TestGetIndexDecodesPortState(t *testing.T) {
+	fwd := driver.BridgePortStateForwarding
+	r := &nltestutil.Recorder{Reply: func(m netlink.Message) ([]netlink.Message, int) {
+		b, _ := (&rtnetlink.LinkMessage{Index: 8, Attributes: &rtnetlink.LinkAttributes{Name: "vethx",
+			Info: &rtnetlink.LinkInfo{Kind: "veth", SlaveKind: "bridge", SlaveData: &driver.BridgePort{State: &fwd}}}}).MarshalBinary()
+		return []netlink.Message{{Header: netlink.Header{Type: unix.RTM_NEWLINK}, Data: b}}, 0
+	}}
+	l, err := link.GetIndex(r.Dial(), 8)
+	if err != nil || l.PortState != link.PortForwarding {
+		t.Fatalf("GetIndex = %+v, %v; want a forwarding port", l, err)
+	}
+	if nlenc.Uint32(r.Reqs[0].Data[4:8]) != 8 {
+		t.Errorf("request index = %d", nlenc.Uint32(r.Reqs[0].Data[4:8]))
 	}
 }

@@ -102,3 +102,12 @@ func (ns *NS) Do(fn func() error) error {
 	}()
 	return <-errc
 }
+
+// Dup returns a second handle on the same namespace, closed independently.
+func (ns *NS) Dup() (*NS, error) {
+	fd, err := unix.FcntlInt(ns.f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("dup %s: %w", ns.path, err)
+	}
+	return &NS{f: os.NewFile(uintptr(fd), ns.path), path: ns.path}, nil
+}

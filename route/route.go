@@ -70,3 +70,29 @@ func List(c *netlink.Conn) ([]Route, error) {
 	}
 	return out, nil
 }
+
+// Get asks the kernel for the route it would use to reach dst out of
+// interface oif (0 = any). It fails (e.g. ENETUNREACH) when there is none.
+func Get(c *netlink.Conn, dst netip.Addr, oif uint32) (Route, error) {
+	dst = dst.Unmap()
+	fam := uint8(unix.AF_INET6)
+	if dst.Is4() {
+		fam = unix.AF_INET
+	}
+	b, _ := (&rtnetlink.RouteMessage{Family: fam, DstLength: uint8(dst.BitLen()),
+		Attributes: rtnetlink.RouteAttributes{Dst: dst.AsSlice(), OutIface: oif}}).MarshalBinary()
+	msgs, err := c.Execute(netlink.Message{Header: netlink.Header{Type: unix.RTM_GETROUTE, Flags: netlink.Request}, Data: b})
+	if err != nil {
+		return Route{}, fmt.Errorf("get route to %s: %w", dst, err)
+	}
+	if len(msgs) != 1 {
+		return Route{}, fmt.Errorf("get route to %s: %d answers", dst, len(msgs))
+	}
+	var rm rtnetlink.RouteMessage
+	if err := rm.UnmarshalBinary(msgs[0].Data); err != nil {
+		return Route{}, fmt.Errorf("decode route: %w", err)
+	}
+	gw, _ := netip.AddrFromSlice(rm.Attributes.Gateway)
+	return Route{Dst: netip.PrefixFrom(dst, int(rm.DstLength)), Gw: gw.Unmap(), Oif: rm.Attributes.OutIface,
+		Metric: rm.Attributes.Priority, Type: rm.Type}, nil
+}

@@ -64,3 +64,27 @@ func TestListKeepsMainUnicastRoutes(t *testing.T) {
 		t.Errorf("List = %+v", got)
 	}
 }
+
+func TestGetAsksForOneRoute(t *testing.T) {
+	r := &nltestutil.Recorder{Reply: func(m netlink.Message) ([]netlink.Message, int) {
+		b, _ := (&rtnetlink.RouteMessage{Family: unix.AF_INET6, DstLength: 128, Table: unix.RT_TABLE_LOCAL, Type: unix.RTN_MULTICAST,
+			Attributes: rtnetlink.RouteAttributes{Dst: netip.MustParseAddr("ff02::1").AsSlice(), OutIface: 3}}).MarshalBinary()
+		return []netlink.Message{{Header: netlink.Header{Type: unix.RTM_NEWROUTE}, Data: b}}, 0
+	}}
+	got, err := route.Get(r.Dial(), netip.MustParseAddr("ff02::1"), 3)
+	if err != nil || got.Oif != 3 || got.Type != unix.RTN_MULTICAST {
+		t.Fatalf("Get = %+v, %v", got, err)
+	}
+	m := r.Reqs[0]
+	if m.Header.Type != unix.RTM_GETROUTE || m.Header.Flags != netlink.Request || m.Data[0] != unix.AF_INET6 || m.Data[1] != 128 {
+		t.Errorf("request = %+v % x", m.Header, m.Data[:8])
+	}
+	a := nltestutil.Attrs(t, m.Data[unix.SizeofRtMsg:])
+	if !bytes.Equal(a[unix.RTA_DST], netip.MustParseAddr("ff02::1").AsSlice()) || nlenc.Uint32(a[unix.RTA_OIF]) != 3 {
+		t.Errorf("attributes = %v", a)
+	}
+	r = &nltestutil.Recorder{Reply: func(netlink.Message) ([]netlink.Message, int) { return nil, int(unix.ENETUNREACH) }}
+	if _, err := route.Get(r.Dial(), netip.MustParseAddr("ff02::1"), 3); err == nil {
+		t.Error("ENETUNREACH not reported")
+	}
+}

@@ -1,0 +1,125 @@
+package bridge
+
+import (
+	"context"
+	"net/netip"
+	"time"
+
+	"github.com/mdlayher/netlink"
+	"github.com/nlbridge/bridge/disco"
+	"github.com/nlbridge/bridge/link"
+	"github.com/nlbridge/bridge/nsutil"
+	"github.com/nlbridge/bridge/route"
+)
+
+// Advertise sets how an endpoint announces its addresses after attach: a
+// gratuitous ARP for IPv4 and an unsolicited Neighbour Advertisement for
+// IPv6, so neighbours holding a stale MAC for a reused address update at
+// once. A nil *Advertise in EndpointConfig means DefaultAdvertise.
+type Advertise struct {
+	Count    int           // announcements, 0-3; 0 = none
+	Interval time.Duration // between announcements, 100ms-2s; 0 = 1s
+}
+
+// DefaultAdvertise is used when EndpointConfig.Advertise is nil.
+var DefaultAdvertise = Advertise{Count: 3, Interval: time.Second}
+
+// readyWait bounds the wait for the bridge port to forward and for IPv6
+// multicast to be routable before the first announcement.
+const readyWait = 200 * time.Millisecond
+
+func (a *Advertise) resolve(op string) (Advertise, error) {
+	if a == nil {
+		return DefaultAdvertise, nil
+	}
+	r := *a
+	if r.Interval == 0 {
+		r.Interval = DefaultAdvertise.Interval
+	}
+	if r.Count < 0 || r.Count > 3 {
+		return r, invalid(op, "Advertise.Count", r.Count, "want 0-3")
+	}
+	if r.Interval < 100*time.Millisecond || r.Interval > 2*time.Second {
+		return r, invalid(op, "Advertise.Interval", r.Interval, "want 100ms-2s")
+	}
+	return r, nil
+}
+
+// advertise sends the first announcement now and the others in the
+// background. A failure of the first is returned; the caller rolls back.
+func (e *Endpoint) advertise(op string, adv Advertise, ns *nsutil.NS, sc, hc *netlink.Conn) error {
+	if adv.Count == 0 || !e.ipv4.IsValid() && !e.ipv6.IsValid() {
+		return nil
+	}
+	e.waitReady(sc, hc)
+	a, err := disco.Open(ns, int(e.ifIndex), e.mac, e.ipv4.Addr(), e.ipv6.Addr())
+	if err != nil {
+		return kernel(op, err)
+	}
+	if err := a.Send(sc); err != nil {
+		a.Close()
+		return kernel(op, err)
+	}
+	if adv.Count == 1 {
+		return a.Close()
+	}
+	d := e.n.d
+	d.mu.Lock() // orders wg.Add before Close's wg.Wait
+	defer d.mu.Unlock()
+	if d.closed {
+		return a.Close()
+	}
+	ctx, cancel := context.WithCancel(d.ctx)
+	done := make(chan struct{})
+	e.mu.Lock()
+	e.stopAdv, e.advDone = cancel, done
+	e.mu.Unlock()
+	d.wg.Go(func() {
+		defer close(done)
+		defer a.Close()
+		t := time.NewTicker(adv.Interval)
+		defer t.Stop()
+		for range adv.Count - 1 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if a.Send(nil) != nil { // MAC changed or interface gone: stop
+				return
+			}
+		}
+	})
+	return nil
+}
+
+// waitReady waits, bounded by readyWait, until the host end forwards (not
+// with STP on, where that takes seconds) and, with IPv6, until the sandbox
+// can route to ff02::1. It sends anyway when the time is up.
+func (e *Endpoint) waitReady(sc, hc *netlink.Conn) {
+	deadline := time.Now().Add(readyWait)
+	for !e.n.stp && time.Now().Before(deadline) {
+		if l, err := link.GetIndex(hc, e.hostIndex); err != nil || l.PortState == link.PortForwarding {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for e.ipv6.IsValid() && time.Now().Before(deadline) {
+		if _, err := route.Get(sc, netip.IPv6LinkLocalAllNodes(), e.ifIndex); err == nil {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// stopAdvertising cancels pending announcements and waits until none can
+// be sent any more.
+func (e *Endpoint) stopAdvertising() {
+	e.mu.Lock()
+	cancel, done := e.stopAdv, e.advDone
+	e.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+}
