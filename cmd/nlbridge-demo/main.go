@@ -155,7 +155,10 @@ func (d *demo) run(ctx context.Context, nSandboxes, churn int) error {
 	}
 
 	if churn > 0 {
-		if err := d.churn(ctx, nw, churn); err != nil {
+		if err := d.churn(ctx, nw, churn, "announcements off", &bridge.Advertise{}); err != nil {
+			return err
+		}
+		if err := d.churn(ctx, nw, churn, "first GARP+NA before return", nil); err != nil {
 			return err
 		}
 	}
@@ -174,10 +177,10 @@ func (d *demo) run(ctx context.Context, nSandboxes, churn int) error {
 
 // churn attaches n endpoints (one sandbox each), then detaches them, and
 // prints the median and p90 of each.
-func (d *demo) churn(ctx context.Context, nw *bridge.Network, n int) error {
+func (d *demo) churn(ctx context.Context, nw *bridge.Network, n int, mode string, adv *bridge.Advertise) error {
 	var sbs []*nsutil.NS
 	for i := range n {
-		sb, err := d.netns(fmt.Sprintf("churn%d", i))
+		sb, err := d.netns(fmt.Sprintf("churn%d-%d", len(d.nss), i))
 		if err != nil {
 			return err
 		}
@@ -187,7 +190,7 @@ func (d *demo) churn(ctx context.Context, nw *bridge.Network, n int) error {
 	var eps []*bridge.Endpoint
 	for _, sb := range sbs {
 		t0 := time.Now()
-		ep, err := nw.Attach(ctx, bridge.EndpointConfig{NetNS: sb.Path()})
+		ep, err := nw.Attach(ctx, bridge.EndpointConfig{NetNS: sb.Path(), Advertise: adv})
 		att = append(att, time.Since(t0))
 		if err != nil {
 			return err
@@ -201,7 +204,7 @@ func (d *demo) churn(ctx context.Context, nw *bridge.Network, n int) error {
 		}
 		det = append(det, time.Since(t0))
 	}
-	fmt.Printf("churn over %d endpoints (one sandbox each):\n", n)
+	fmt.Printf("churn over %d endpoints (one sandbox each), %s:\n", n, mode)
 	fmt.Printf("  %-52s median %7.3f ms  p90 %7.3f ms\n", "attach", ms(pct(att, 50)), ms(pct(att, 90)))
 	fmt.Printf("  %-52s median %7.3f ms  p90 %7.3f ms\n", "detach", ms(pct(det, 50)), ms(pct(det, 90)))
 	return nil
