@@ -90,6 +90,12 @@ func (n *Network) checkEndpoint(op string, cfg EndpointConfig) error {
 	if _, err := cfg.Advertise.resolve(op); err != nil {
 		return err
 	}
+	if len(cfg.Ports) > 0 && n.d.fw == nil {
+		return invalid(op, "Ports", len(cfg.Ports), "publishing ports needs the firewall (Options.NoFirewall is set)")
+	}
+	if err := checkPorts(op, cfg.Ports); err != nil {
+		return err
+	}
 	if err := checkEndpointAddr(op, "IPv4", cfg.IPv4, n.cfg.IPv4); err != nil {
 		return err
 	}
@@ -181,6 +187,11 @@ func (n *Network) release(e *Endpoint) {
 	delete(n.used, e.ipv6.Addr())
 	delete(n.macs, string(e.mac))
 	delete(n.endpoints, e)
+	for _, a := range []netip.Addr{e.ipv4.Addr(), e.ipv6.Addr()} {
+		if a.IsValid() {
+			n.released[a] = true
+		}
+	}
 }
 
 // checkRoutes refuses subnets that overlap a route the sandbox already has.
@@ -242,8 +253,41 @@ func (e *Endpoint) create(ctx context.Context, op string, ns *nsutil.NS, sc *net
 	if _, err := nl.Exec(sc, msgs...); err != nil {
 		return kernel(op, err)
 	}
+	if err := e.flushReused(); err != nil {
+		return kernel(op, err)
+	}
+	if err := e.publish(op, cfg.Ports); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			e.unpublish()
+		}
+	}()
 	adv, _ := cfg.Advertise.resolve(op) // checked in checkEndpoint
 	return e.advertise(op, adv, ns, sc, hc)
+}
+
+// flushReused deletes stale conntrack entries (UDP flows, NAT bindings) of
+// addresses that an earlier endpoint of the network had.
+func (e *Endpoint) flushReused() error {
+	n := e.n
+	n.mu.Lock()
+	var reused []netip.Addr
+	for _, a := range []netip.Addr{e.ipv4.Addr(), e.ipv6.Addr()} {
+		if a.IsValid() && n.released[a] {
+			reused = append(reused, a)
+		}
+	}
+	n.mu.Unlock()
+	return n.d.flushConntrack(reused...)
+}
+
+// cutOff stops the endpoint's announcements and removes its firewall
+// elements and conntrack entries: after it, no traffic is NATed to it.
+func (e *Endpoint) cutOff() error {
+	e.stopAdvertising()
+	return errors.Join(e.unpublish(), e.n.d.flushConntrack(e.ipv4.Addr(), e.ipv6.Addr()))
 }
 
 // createVeth creates the pair, choosing the host name at random and, when
@@ -261,10 +305,14 @@ func (e *Endpoint) createVeth(op string, ns *nsutil.NS, sc, hc *netlink.Conn, au
 		}
 		e.hostName = "veth" + randomHex(7)
 		l, err := link.CreateVeth(hc, link.VethSpec{Name: e.hostName, Master: n.index, Group: n.group,
-			MTU: n.cfg.MTU, PeerName: e.ifName, PeerMAC: e.mac, PeerNetNS: ns.FD()})
+			MTU: n.cfg.MTU, PeerName: e.ifName, PeerMAC: e.mac, PeerNetNS: ns.FD(), Isolated: n.cfg.DisableICC})
 		if err == nil {
 			e.hostIndex, e.ifIndex = l.Index, l.Peer
 			return nil
+		}
+		if l.Index != 0 { // created, but a follow-up failed
+			link.Delete(hc, l.Index)
+			return kernel(op, err)
 		}
 		if !errors.Is(err, unix.EEXIST) || try == 3 {
 			return kernel(op, err)
@@ -348,6 +396,9 @@ func (e *Endpoint) defaultRoutes(metric uint32, existing []route.Route) []netlin
 		if !p.IsValid() {
 			continue
 		}
+		if !e.n.cfg.gateway(p.Addr().Is6()) {
+			continue
+		}
 		gw := e.n.cfg.IPv4.Addr()
 		if p.Addr().Is6() {
 			gw = e.n.cfg.IPv6.Addr()
@@ -380,13 +431,19 @@ func (e *Endpoint) Detach(ctx context.Context) error {
 	if !e.markDetached() {
 		return nil
 	}
-	e.stopAdvertising()
 	n := e.n
+	op := "detach " + e.hostName + " from " + n.cfg.Name
+	if err := e.cutOff(); err != nil {
+		e.mu.Lock()
+		e.detached = false
+		e.mu.Unlock()
+		return kernel(op, err)
+	}
 	if err := n.d.withConn(func(c *netlink.Conn) error { return link.Delete(c, e.hostIndex) }); err != nil {
 		e.mu.Lock()
 		e.detached = false
 		e.mu.Unlock()
-		return kernel("detach "+e.hostName+" from "+n.cfg.Name, err)
+		return kernel(op, err)
 	}
 	n.release(e)
 	return nil

@@ -3,9 +3,11 @@ package bridge
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"sync"
 
 	"github.com/mdlayher/netlink"
+	"github.com/nlbridge/bridge/nat"
 	"github.com/nlbridge/bridge/nsutil"
 	"golang.org/x/sys/unix"
 )
@@ -17,7 +19,26 @@ type Options struct {
 	// host ends of the veth pairs); "" means the namespace of the thread
 	// that calls Open.
 	NetNS string
+
+	// Table is the nftables table (family inet) the firewall owns; "" =
+	// "nlbridge". Open replaces an earlier table of that name.
+	Table string
+	// NoFirewall leaves nftables and conntrack alone: no NAT, published
+	// ports, isolation or gateway modes.
+	NoFirewall bool
 }
+
+// GatewayMode is a network's gateway mode for one address family; the
+// zero value is NAT.
+type GatewayMode = nat.Mode
+
+// Gateway modes.
+const (
+	NAT            = nat.NAT            // masquerade; from outside only published ports get in
+	NATUnprotected = nat.NATUnprotected // masquerade; routed access from outside allowed
+	Routed         = nat.Routed         // no NAT; outside reaches published ports at the container address, and ICMP
+	Isolated       = nat.Isolated       // no gateway address, no default route, nothing forwarded
+)
 
 // Driver manages bridge networks in one network namespace. It is safe for
 // concurrent use. Close it when done; networks and endpoints stay in the
@@ -25,6 +46,12 @@ type Options struct {
 type Driver struct {
 	host  *nsutil.NS
 	conns chan *netlink.Conn // idle NETLINK_ROUTE conns in host
+	fw    *nat.Firewall      // nil with Options.NoFirewall
+	ct    *netlink.Conn      // NETLINK_NETFILTER conn in host, for conntrack; guarded by ctMu
+	ctMu  sync.Mutex
+
+	portsMu sync.Mutex
+	ports   map[portKey]bool // published host ports
 
 	ctx    context.Context // cancelled by Close: stops background work
 	cancel context.CancelFunc
@@ -56,7 +83,8 @@ func Open(ctx context.Context, opts Options) (*Driver, error) {
 	if err != nil {
 		return nil, &Error{Op: op, Field: "NetNS", Value: opts.NetNS, Kind: ErrInvalid, Err: err}
 	}
-	d := &Driver{host: ns, conns: make(chan *netlink.Conn, maxIdleConns), networks: map[string]*Network{}}
+	d := &Driver{host: ns, conns: make(chan *netlink.Conn, maxIdleConns), networks: map[string]*Network{},
+		ports: map[portKey]bool{}}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	c, err := d.conn()
 	if err != nil {
@@ -64,6 +92,15 @@ func Open(ctx context.Context, opts Options) (*Driver, error) {
 		return nil, kernel(op, err)
 	}
 	d.release(c, nil)
+	if !opts.NoFirewall {
+		if d.fw, err = nat.Open(ns.FD(), opts.Table); err == nil {
+			d.ct, err = ns.Dial(unix.NETLINK_NETFILTER)
+		}
+		if err != nil {
+			d.Close()
+			return nil, kernel(op, err)
+		}
+	}
 	return d, nil
 }
 
@@ -80,6 +117,12 @@ func (d *Driver) Close() error {
 	d.mu.Unlock()
 	d.cancel()
 	d.wg.Wait()
+	if d.fw != nil {
+		d.fw.Close()
+	}
+	if d.ct != nil {
+		d.ct.Close()
+	}
 	for {
 		select {
 		case c := <-d.conns:
@@ -130,6 +173,17 @@ func (d *Driver) release(c *netlink.Conn, err error) {
 	default:
 		c.Close()
 	}
+}
+
+// flushConntrack deletes the conntrack entries of the addresses, if the
+// firewall is on.
+func (d *Driver) flushConntrack(addrs ...netip.Addr) error {
+	if d.ct == nil {
+		return nil
+	}
+	d.ctMu.Lock()
+	defer d.ctMu.Unlock()
+	return nat.FlushConntrack(d.ct, addrs...)
 }
 
 // withConn runs fn with a host conn.

@@ -29,6 +29,10 @@ type EndpointConfig struct {
 	// automatic route. Internal networks never add default routes.
 	RouteMetric uint32
 
+	// Ports are published on the host (see PortMapping); they need the
+	// firewall.
+	Ports []PortMapping
+
 	// Advertise sets the gratuitous ARP / unsolicited NA announcements
 	// after attach; nil = DefaultAdvertise (3, one second apart). The first
 	// is sent before Attach returns.
@@ -55,6 +59,7 @@ type Endpoint struct {
 	detached bool
 	stopAdv  context.CancelFunc // cancels background announcements; nil if none
 	advDone  chan struct{}      // closed when they have stopped
+	ports    []published
 }
 
 // Network is the network the endpoint is attached to.

@@ -13,6 +13,7 @@ import (
 	"github.com/nlbridge/bridge/addr"
 	"github.com/nlbridge/bridge/internal/nl"
 	"github.com/nlbridge/bridge/link"
+	"github.com/nlbridge/bridge/nat"
 	"github.com/nlbridge/bridge/nsutil"
 	"golang.org/x/sys/unix"
 )
@@ -24,7 +25,27 @@ type NetworkConfig struct {
 	IPv4     netip.Prefix // gateway address on the bridge with the subnet length, e.g. 172.18.0.1/16; zero = no IPv4
 	IPv6     netip.Prefix // gateway address and subnet, e.g. fd00:1::1/64; zero = no IPv6
 	MTU      int          // bridge and veth MTU; 0 = kernel default
-	Internal bool         // sandboxes get no default route
+
+	// Internal: sandboxes get no default route, and nothing is forwarded
+	// into or out of the bridge; the gateway itself stays reachable.
+	Internal bool
+
+	// Firewall settings (ignored with Options.NoFirewall). The zero values
+	// are Docker's defaults.
+	GatewayModeIPv4 GatewayMode // zero = NAT
+	GatewayModeIPv6 GatewayMode // zero = NAT
+	HostIPv4        netip.Addr  // NAT modes: SNAT outbound IPv4 to this address instead of masquerade
+	HostIPv6        netip.Addr  // likewise for IPv6
+	DisableICC      bool        // sandboxes on this bridge cannot reach each other (bridge-port isolation)
+	DefaultHostIP   netip.Addr  // host address for port mappings whose HostIP is zero; zero = all addresses
+}
+
+// gateway reports whether the network has a gateway address of a family.
+func (c NetworkConfig) gateway(v6 bool) bool {
+	if v6 {
+		return c.IPv6.IsValid() && c.GatewayModeIPv6 != Isolated
+	}
+	return c.IPv4.IsValid() && c.GatewayModeIPv4 != Isolated
 }
 
 // bridgeAlias marks bridges this package created, so a later driver that
@@ -50,6 +71,7 @@ type Network struct {
 	endpoints map[*Endpoint]struct{}
 	used      map[netip.Addr]bool // endpoint addresses, reserved before the kernel is touched
 	macs      map[string]bool
+	released  map[netip.Addr]bool // addresses used before: flush their conntrack entries on reuse
 	deleted   bool
 }
 
@@ -76,7 +98,7 @@ func (d *Driver) CreateNetwork(ctx context.Context, cfg NetworkConfig) (*Network
 		return nil, err
 	}
 	n := &Network{d: d, cfg: cfg, endpoints: map[*Endpoint]struct{}{},
-		used: map[netip.Addr]bool{}, macs: map[string]bool{}}
+		used: map[netip.Addr]bool{}, macs: map[string]bool{}, released: map[netip.Addr]bool{}}
 	if err := d.reserve(op, n); err != nil {
 		return nil, err
 	}
@@ -105,7 +127,26 @@ func checkNetwork(op string, cfg NetworkConfig) error {
 	if err := checkSubnet(op, "IPv4", cfg.IPv4, true); err != nil {
 		return err
 	}
-	return checkSubnet(op, "IPv6", cfg.IPv6, false)
+	if err := checkSubnet(op, "IPv6", cfg.IPv6, false); err != nil {
+		return err
+	}
+	for _, m := range []struct {
+		field string
+		mode  GatewayMode
+	}{{"GatewayModeIPv4", cfg.GatewayModeIPv4}, {"GatewayModeIPv6", cfg.GatewayModeIPv6}} {
+		if m.mode > Isolated {
+			return invalid(op, m.field, m.mode, "unknown gateway mode")
+		}
+	}
+	switch {
+	case cfg.HostIPv4.IsValid() && !cfg.HostIPv4.Is4():
+		return invalid(op, "HostIPv4", cfg.HostIPv4, "not an IPv4 address")
+	case cfg.HostIPv6.IsValid() && (!cfg.HostIPv6.Is6() || cfg.HostIPv6.Is4In6()):
+		return invalid(op, "HostIPv6", cfg.HostIPv6, "not an IPv6 address")
+	case cfg.DefaultHostIP.IsValid() && cfg.DefaultHostIP.Zone() != "":
+		return invalid(op, "DefaultHostIP", cfg.DefaultHostIP, "zones are not supported")
+	}
+	return nil
 }
 
 // reserve claims the bridge name and subnets among this driver's networks.
@@ -175,6 +216,16 @@ func (n *Network) setup(op string, c *netlink.Conn) (err error) {
 	if err := n.d.host.WriteSysctls(n.bridgeSysctls()...); err != nil {
 		return kernel(op, err)
 	}
+	if fw := n.d.fw; fw != nil {
+		if err := fw.AddNetwork(n.natNetwork()); err != nil {
+			return kernel(op, err)
+		}
+		defer func() {
+			if err != nil {
+				fw.RemoveNetwork(n.natNetwork())
+			}
+		}()
+	}
 	var have []addr.Addr
 	if !created {
 		if have, err = addr.List(c, br.Index); err != nil {
@@ -223,10 +274,10 @@ func (n *Network) setup(op string, c *netlink.Conn) (err error) {
 // gatewayAddrs are the addresses the bridge carries.
 func (n *Network) gatewayAddrs() []netip.Prefix {
 	var out []netip.Prefix
-	if n.cfg.IPv4.IsValid() {
+	if n.cfg.gateway(false) {
 		out = append(out, n.cfg.IPv4)
 	}
-	if n.cfg.IPv6.IsValid() {
+	if n.cfg.gateway(true) {
 		out = append(out, n.cfg.IPv6)
 		if n.cfg.IPv6.Masked() != linkLocal6 {
 			out = append(out, netip.MustParsePrefix("fe80::1/64"))
@@ -235,21 +286,33 @@ func (n *Network) gatewayAddrs() []netip.Prefix {
 	return out
 }
 
-// bridgeSysctls enable IPv6 without router advertisements on the bridge
-// and IP forwarding for the families with a gateway.
+// bridgeSysctls enable IPv6 without router advertisements on the bridge,
+// IP forwarding for the families with a gateway and, with the firewall,
+// route_localnet so that 127.0.0.1 can reach published ports.
 func (n *Network) bridgeSysctls() []nsutil.Sysctl {
 	var s []nsutil.Sysctl
-	if n.cfg.IPv4.IsValid() {
+	br := dotted(n.cfg.Name)
+	if n.cfg.gateway(false) {
 		s = append(s, nsutil.Sysctl{Key: "net.ipv4.ip_forward", Value: "1"})
+		if n.d.fw != nil {
+			s = append(s, nsutil.Sysctl{Key: "net.ipv4.conf." + br + ".route_localnet", Value: "1"})
+		}
 	}
 	if n.cfg.IPv6.IsValid() {
-		br := "net.ipv6.conf." + dotted(n.cfg.Name) + "."
 		s = append(s,
-			nsutil.Sysctl{Key: br + "disable_ipv6", Value: "0"},
-			nsutil.Sysctl{Key: br + "accept_ra", Value: "0"},
-			nsutil.Sysctl{Key: "net.ipv6.conf.all.forwarding", Value: "1"})
+			nsutil.Sysctl{Key: "net.ipv6.conf." + br + ".disable_ipv6", Value: "0"},
+			nsutil.Sysctl{Key: "net.ipv6.conf." + br + ".accept_ra", Value: "0"})
+	}
+	if n.cfg.gateway(true) {
+		s = append(s, nsutil.Sysctl{Key: "net.ipv6.conf.all.forwarding", Value: "1"})
 	}
 	return s
+}
+
+// natNetwork is the firewall's view of the network.
+func (n *Network) natNetwork() nat.Network {
+	return nat.Network{Bridge: n.cfg.Name, Mode4: n.cfg.GatewayModeIPv4, Mode6: n.cfg.GatewayModeIPv6,
+		Internal: n.cfg.Internal, SNAT4: n.cfg.HostIPv4, SNAT6: n.cfg.HostIPv6}
 }
 
 // Delete removes every endpoint of the network in one group delete, then
@@ -266,9 +329,13 @@ func (n *Network) Delete(ctx context.Context) error {
 	eps := n.endpoints
 	n.endpoints = map[*Endpoint]struct{}{}
 	n.mu.Unlock()
-	for ep := range eps {
+	var errs []error
+	for ep := range eps { // firewall state goes before links
 		ep.markDetached()
-		ep.stopAdvertising()
+		errs = append(errs, ep.cutOff())
+	}
+	if n.d.fw != nil {
+		errs = append(errs, n.d.fw.RemoveNetwork(n.natNetwork()))
 	}
 	err := n.d.withConn(func(c *netlink.Conn) error {
 		if err := link.DeleteGroup(c, n.group); err != nil {
@@ -285,7 +352,7 @@ func (n *Network) Delete(ctx context.Context) error {
 		return nil
 	})
 	n.d.unreserve(n)
-	if err != nil {
+	if err := errors.Join(append(errs, err)...); err != nil {
 		return kernel(op, err)
 	}
 	return nil

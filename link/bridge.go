@@ -25,7 +25,7 @@ func CreateBridge(c *netlink.Conn, s BridgeSpec) (Link, error) {
 	if err != nil {
 		return Link{}, err
 	}
-	return createEcho(c, m, "bridge "+s.Name)
+	return createEcho(c, "bridge "+s.Name, m)
 }
 
 // CreateBridgeMsg builds the RTM_NEWLINK of CreateBridge.
@@ -50,16 +50,26 @@ func newLinkMsg(a *rtnetlink.LinkAttributes, group uint32) (netlink.Message, err
 	}, nil
 }
 
-// createEcho sends a create request flagged Echo and decodes the echo.
-func createEcho(c *netlink.Conn, m netlink.Message, what string) (Link, error) {
-	replies, err := nl.Exec(c, m)
-	if err != nil {
-		return Link{}, fmt.Errorf("create %s: %w", what, err)
-	}
+// createEcho sends a create request flagged Echo (and follow-ups, in the
+// same sendmsg) and decodes the echo. If a follow-up fails after the device
+// was created, it returns the device too, so the caller can remove it.
+func createEcho(c *netlink.Conn, what string, msgs ...netlink.Message) (Link, error) {
+	replies, err := nl.Exec(c, msgs...)
+	var l Link
 	for _, r := range replies {
 		if r.Header.Type == unix.RTM_NEWLINK {
-			return Parse(r)
+			var perr error
+			if l, perr = Parse(r); perr != nil && err == nil {
+				err = perr
+			}
+			break
 		}
 	}
-	return Link{}, fmt.Errorf("create %s: kernel sent no echo (needs Linux 6.3+)", what)
+	switch {
+	case err != nil:
+		return l, fmt.Errorf("create %s: %w", what, err)
+	case l.Index == 0:
+		return l, fmt.Errorf("create %s: kernel sent no echo (needs Linux 6.3+)", what)
+	}
+	return l, nil
 }

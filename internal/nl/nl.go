@@ -6,6 +6,7 @@ package nl
 import (
 	"errors"
 	"fmt"
+	"syscall"
 
 	"github.com/mdlayher/netlink"
 )
@@ -32,6 +33,12 @@ func (e *BatchError) Unwrap() error { return e.Err }
 // refusal is returned as a *BatchError after all answers were read, so the
 // conn stays usable; any other error means the conn must be closed.
 func Exec(c *netlink.Conn, msgs ...netlink.Message) ([]netlink.Message, error) {
+	return ExecIgnoring(c, 0, msgs...)
+}
+
+// ExecIgnoring is Exec, counting refusals with errno ignore (e.g. ENOENT
+// for "nothing to delete") as success.
+func ExecIgnoring(c *netlink.Conn, ignore syscall.Errno, msgs ...netlink.Message) ([]netlink.Message, error) {
 	sent, err := c.SendMessages(msgs)
 	if err != nil {
 		return nil, err
@@ -56,6 +63,9 @@ func Exec(c *netlink.Conn, msgs ...netlink.Message) ([]netlink.Message, error) {
 				return nil, err
 			}
 			delete(pending, oe.Sequence)
+			if ignore != 0 && errors.Is(err, ignore) {
+				continue
+			}
 			if refused == nil || i < refused.Index {
 				refused = &BatchError{Index: i, Err: err}
 			}

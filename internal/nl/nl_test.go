@@ -54,3 +54,15 @@ func TestExecReportsTheRefusedMessage(t *testing.T) {
 		t.Fatalf("errors.Is(%v, EEXIST) = false", err)
 	}
 }
+
+func TestExecIgnoringSkipsOnlyThatErrno(t *testing.T) {
+	errnos := []int{int(unix.ENOENT), 0, int(unix.EPERM)}
+	i := 0
+	r := &nltestutil.Recorder{Reply: func(netlink.Message) ([]netlink.Message, int) { i++; return nil, errnos[i-1] }}
+	c := r.Dial()
+	_, err := nl.ExecIgnoring(c, unix.ENOENT, msg(1, nl.Change), msg(2, nl.Change), msg(3, nl.Change))
+	var be *nl.BatchError
+	if !errors.As(err, &be) || be.Index != 2 || !errors.Is(err, unix.EPERM) {
+		t.Fatalf("err = %v, want EPERM on message 2 (ENOENT on 0 ignored)", err)
+	}
+}

@@ -1,0 +1,84 @@
+package nat
+
+import (
+	"net/netip"
+
+	"github.com/mdlayher/netlink"
+	"github.com/nlbridge/bridge/internal/nl"
+	"golang.org/x/sys/unix"
+)
+
+// ctnetlink attributes (linux/netfilter/nfnetlink_conntrack.h); x/sys
+// does not define them.
+const (
+	ctaTupleOrig  = 1
+	ctaTupleReply = 2
+	ctaFilter     = 25
+
+	ctaTupleIP = 1
+	ctaIPv4Src = 1
+	ctaIPv4Dst = 2
+	ctaIPv6Src = 3
+	ctaIPv6Dst = 4
+
+	ctaFilterOrigFlags  = 1
+	ctaFilterReplyFlags = 2
+	ctaFilterFlagIPSrc  = 1 << 0
+	ctaFilterFlagIPDst  = 1 << 1
+
+	ipctnlMsgCtDelete = 2
+)
+
+// FlushConntrackMsgs builds the deletes of every conntrack entry involving
+// addr: as original source (its outbound flows), original destination
+// (flows to it) and reply source (DNAT'ed flows to a published port). The
+// kernel runs each as a filtered flush (Linux 6.8+).
+func FlushConntrackMsgs(addr netip.Addr) []netlink.Message {
+	addr = addr.Unmap()
+	family, src, dst := uint8(unix.AF_INET), uint16(ctaIPv4Src), uint16(ctaIPv4Dst)
+	if addr.Is6() {
+		family, src, dst = unix.AF_INET6, ctaIPv6Src, ctaIPv6Dst
+	}
+	del := func(tuple, ipAttr, filterAttr uint16, flag uint32) netlink.Message {
+		ae := netlink.NewAttributeEncoder()
+		ae.Nested(tuple, func(ae *netlink.AttributeEncoder) error {
+			ae.Nested(ctaTupleIP, func(ae *netlink.AttributeEncoder) error {
+				ae.Bytes(ipAttr, addr.AsSlice())
+				return nil
+			})
+			return nil
+		})
+		ae.Nested(ctaFilter, func(ae *netlink.AttributeEncoder) error {
+			ae.Uint32(filterAttr, flag) // host byte order
+			return nil
+		})
+		b, _ := ae.Encode() // cannot fail: fixed attributes
+		return netlink.Message{
+			Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_CTNETLINK<<8 | ipctnlMsgCtDelete), Flags: nl.Change},
+			// nfgenmsg: family, version 1 (= only this family), resource id 0
+			Data: append([]byte{family, 1, 0, 0}, b...),
+		}
+	}
+	return []netlink.Message{
+		del(ctaTupleOrig, src, ctaFilterOrigFlags, ctaFilterFlagIPSrc),
+		del(ctaTupleOrig, dst, ctaFilterOrigFlags, ctaFilterFlagIPDst),
+		del(ctaTupleReply, src, ctaFilterReplyFlags, ctaFilterFlagIPSrc),
+	}
+}
+
+// FlushConntrack deletes every conntrack entry involving the addresses, in
+// one round trip on c, a NETLINK_NETFILTER conn. No entry to delete is not
+// an error.
+func FlushConntrack(c *netlink.Conn, addrs ...netip.Addr) error {
+	var msgs []netlink.Message
+	for _, a := range addrs {
+		if a.IsValid() {
+			msgs = append(msgs, FlushConntrackMsgs(a)...)
+		}
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	_, err := nl.ExecIgnoring(c, unix.ENOENT, msgs...) // ENOENT: nothing matched
+	return err
+}

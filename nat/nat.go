@@ -1,0 +1,119 @@
+// Package nat is the firewall of bridge networks over nf_tables netlink:
+// masquerade and SNAT, published ports (DNAT, also from the host itself and
+// hairpin), isolation between networks, internal networks, and the NAT and
+// routed gateway modes, plus conntrack cleanup. Everything lives in one
+// inet table that the Firewall owns; each change is one atomic batch.
+//
+// The rules are fixed and created once; networks and ports are set and map
+// elements keyed by bridge name or by address, protocol and port, so adding
+// one costs the same however many exist.
+//
+// A *Firewall is safe for concurrent use.
+package nat
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/google/nftables"
+)
+
+// DefaultTable is the table name used when none is given.
+const DefaultTable = "nlbridge"
+
+// Firewall owns one inet table in one network namespace.
+type Firewall struct {
+	mu   sync.Mutex // one batch at a time: the conn buffers messages until Flush
+	c    *nftables.Conn
+	t    *nftables.Table
+	sets map[string]*nftables.Set
+}
+
+// Open builds the table (replacing any earlier table of that name, atomically)
+// in the namespace of fd, using a lasting netlink socket.
+func Open(fd int, table string) (*Firewall, error) {
+	c, err := nftables.New(nftables.WithNetNSFd(fd), nftables.AsLasting())
+	if err != nil {
+		return nil, fmt.Errorf("nftables: %w", err)
+	}
+	f, err := New(c, table)
+	if err != nil {
+		c.CloseLasting()
+		return nil, err
+	}
+	return f, nil
+}
+
+// New builds the table over an existing conn (for tests, one made with
+// nftables.WithTestDial).
+func New(c *nftables.Conn, table string) (*Firewall, error) {
+	if table == "" {
+		table = DefaultTable
+	}
+	t := &nftables.Table{Name: table, Family: nftables.TableFamilyINet}
+	f := &Firewall{c: c, t: t, sets: map[string]*nftables.Set{}}
+	// add + delete + add: a clean table whether or not one existed.
+	c.AddTable(t)
+	c.DelTable(t)
+	c.AddTable(t)
+	for _, s := range sets(t) {
+		if err := c.AddSet(s, nil); err != nil {
+			return nil, fmt.Errorf("declare set %s: %w", s.Name, err)
+		}
+		f.sets[s.Name] = s
+	}
+	for _, ch := range chains(t) {
+		c.AddChain(ch.c)
+		for _, r := range ch.rules {
+			c.AddRule(&nftables.Rule{Table: t, Chain: ch.c, Exprs: r})
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return nil, fmt.Errorf("create table inet %s: %w", table, err)
+	}
+	return f, nil
+}
+
+// Table is the table's name.
+func (f *Firewall) Table() string { return f.t.Name }
+
+// Close closes the netlink socket. The table stays, as iptables rules stay
+// when a daemon stops; a later Open replaces it.
+func (f *Firewall) Close() error { return f.c.CloseLasting() }
+
+// Remove deletes the table and everything in it.
+func (f *Firewall) Remove() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.c.DelTable(f.t)
+	return f.c.Flush()
+}
+
+// batch collects element changes for one transaction.
+type batch struct{ f *Firewall }
+
+// add and del queue element changes. They fail only on encoding errors,
+// which the fixed-size keys built in this package rule out.
+func (b batch) add(set string, els ...nftables.SetElement) {
+	if err := b.f.c.SetAddElements(b.f.sets[set], els); err != nil {
+		panic(fmt.Sprintf("nat: encode elements of %s: %v", set, err))
+	}
+}
+
+func (b batch) del(set string, els ...nftables.SetElement) {
+	if err := b.f.c.SetDeleteElements(b.f.sets[set], els); err != nil {
+		panic(fmt.Sprintf("nat: encode elements of %s: %v", set, err))
+	}
+}
+
+// run builds the batch with fn and sends it as one atomic transaction: the
+// kernel applies all of it or none.
+func (f *Firewall) run(what string, fn func(b batch)) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn(batch{f})
+	if err := f.c.Flush(); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}

@@ -1,0 +1,75 @@
+package nat
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+
+	"github.com/google/nftables"
+)
+
+// Port is one published port of one container address.
+type Port struct {
+	Proto    uint8      // unix.IPPROTO_TCP, _UDP or _SCTP
+	HostIP   netip.Addr // host address it is published on; unspecified (0.0.0.0, ::) = every local address of that family
+	HostPort uint16
+	Addr     netip.Addr // container address; its family must match HostIP's
+	Port     uint16     // container port
+	Routed   bool       // routed gateway mode: open Addr:Port in the firewall, no DNAT
+}
+
+func (p Port) String() string {
+	proto := map[uint8]string{6: "tcp", 17: "udp", 132: "sctp"}[p.Proto]
+	if p.Routed {
+		return fmt.Sprintf("%s %s (routed)", proto, netip.AddrPortFrom(p.Addr, p.Port))
+	}
+	return fmt.Sprintf("%s %s -> %s", proto, netip.AddrPortFrom(p.HostIP, p.HostPort), netip.AddrPortFrom(p.Addr, p.Port))
+}
+
+// AddPorts publishes ports in one batch: one element each.
+func (f *Firewall) AddPorts(ps ...Port) error {
+	return f.run(fmt.Sprintf("publish %v", ps), func(b batch) {
+		for _, p := range ps {
+			p.element(b.add)
+		}
+	})
+}
+
+// RemovePorts withdraws ports in one batch.
+func (f *Firewall) RemovePorts(ps ...Port) error {
+	return f.run(fmt.Sprintf("unpublish %v", ps), func(b batch) {
+		for _, p := range ps {
+			p.element(b.del)
+		}
+	})
+}
+
+func (p Port) element(op func(string, ...nftables.SetElement)) {
+	v6 := p.Addr.Is6()
+	addr := p.Addr.AsSlice()
+	switch {
+	case p.Routed:
+		op(fam(setRPorts, v6), nftables.SetElement{Key: cat32(addr, []byte{p.Proto}, port(p.Port))})
+	case p.HostIP.IsUnspecified():
+		op(fam(mapPortsAny, v6), nftables.SetElement{Key: cat32([]byte{p.Proto}, port(p.HostPort)),
+			Val: cat32(addr, port(p.Port))})
+	default:
+		op(fam(mapPorts, v6), nftables.SetElement{Key: cat32(p.HostIP.AsSlice(), []byte{p.Proto}, port(p.HostPort)),
+			Val: cat32(addr, port(p.Port))})
+	}
+}
+
+func port(p uint16) []byte { return binary.BigEndian.AppendUint16(nil, p) }
+
+// cat32 concatenates fields as nftables lays out concatenations: each field
+// padded with zeros to a multiple of 4 bytes.
+func cat32(fields ...[]byte) []byte {
+	var b []byte
+	for _, f := range fields {
+		b = append(b, f...)
+		for len(b)%4 != 0 {
+			b = append(b, 0)
+		}
+	}
+	return b
+}

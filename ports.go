@@ -1,0 +1,318 @@
+package bridge
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+
+	"github.com/nlbridge/bridge/nat"
+	"golang.org/x/sys/unix"
+)
+
+// Proto is a transport protocol for published ports.
+type Proto uint8
+
+// Protocols that ports can be published for.
+const (
+	TCP  Proto = unix.IPPROTO_TCP
+	UDP  Proto = unix.IPPROTO_UDP
+	SCTP Proto = unix.IPPROTO_SCTP
+)
+
+func (p Proto) String() string {
+	switch p {
+	case TCP:
+		return "tcp"
+	case UDP:
+		return "udp"
+	case SCTP:
+		return "sctp"
+	}
+	return fmt.Sprintf("proto(%d)", uint8(p))
+}
+
+// PortMapping publishes a container port on the host.
+type PortMapping struct {
+	Proto Proto
+	// HostIP is the host address to publish on; zero = the network's
+	// DefaultHostIP, or else every host address of each family the
+	// endpoint has (0.0.0.0 and ::).
+	HostIP netip.Addr
+	// HostPort is the host port; 0 = an ephemeral port from the host's
+	// ip_local_port_range. With HostPortEnd, the first free port of the
+	// range HostPort-HostPortEnd is taken.
+	HostPort, HostPortEnd uint16
+	ContainerPort         uint16
+}
+
+func (m PortMapping) String() string {
+	hp := fmt.Sprint(m.HostPort)
+	if m.HostPortEnd != 0 {
+		hp += fmt.Sprint("-", m.HostPortEnd)
+	}
+	host := "*"
+	if m.HostIP.IsValid() {
+		host = m.HostIP.String()
+	}
+	return fmt.Sprintf("%s %s:%s->%d", m.Proto, host, hp, m.ContainerPort)
+}
+
+// published is one mapping as installed, for one address family.
+type published struct {
+	nat.Port
+	hold *os.File // bound socket keeping the host port; nil if routed or not holdable
+}
+
+// portKey identifies a host port for conflict checks.
+type portKey struct {
+	proto uint8
+	ip    netip.Addr // unspecified = all of that family
+	port  uint16
+}
+
+func (k portKey) clashes(o portKey) bool {
+	return k.proto == o.proto && k.port == o.port && k.ip.Is4() == o.ip.Is4() &&
+		(k.ip == o.ip || k.ip.IsUnspecified() || o.ip.IsUnspecified())
+}
+
+func checkPorts(op string, ms []PortMapping) error {
+	for i, m := range ms {
+		field := fmt.Sprintf("Ports[%d]", i)
+		switch {
+		case m.Proto != TCP && m.Proto != UDP && m.Proto != SCTP:
+			return invalid(op, field+".Proto", m.Proto, "want TCP, UDP or SCTP")
+		case m.ContainerPort == 0:
+			return invalid(op, field+".ContainerPort", m.ContainerPort, "required")
+		case m.HostPortEnd != 0 && (m.HostPort == 0 || m.HostPortEnd < m.HostPort):
+			return invalid(op, field+".HostPortEnd", m.HostPortEnd, "want a range HostPort-HostPortEnd with HostPort > 0")
+		case m.HostIP.IsValid() && (m.HostIP.Zone() != "" || m.HostIP.Is4In6()):
+			return invalid(op, field+".HostIP", m.HostIP, "want a plain IPv4 or IPv6 address")
+		}
+	}
+	return nil
+}
+
+// publish holds the host ports and adds the DNAT (or routed) elements, all
+// in one firewall batch. On failure nothing is left.
+func (e *Endpoint) publish(op string, ms []PortMapping) (err error) {
+	d := e.n.d
+	if len(ms) == 0 || d.fw == nil {
+		return nil
+	}
+	err = d.host.Do(func() error {
+		for i, m := range ms {
+			if err := e.publishOne(op, fmt.Sprintf("Ports[%d]", i), m); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		ports := make([]nat.Port, len(e.ports))
+		for i, p := range e.ports {
+			ports[i] = p.Port
+		}
+		if err = d.fw.AddPorts(ports...); err != nil {
+			err = kernel(op, err)
+		}
+	}
+	if err != nil {
+		e.releasePorts()
+	}
+	return err
+}
+
+// publishOne installs one mapping for each family it applies to. It runs
+// on a thread in the driver's namespace, where the hold sockets are bound.
+func (e *Endpoint) publishOne(op, field string, m PortMapping) error {
+	hostIPs := []netip.Addr{m.HostIP}
+	if !m.HostIP.IsValid() {
+		hostIPs = []netip.Addr{e.n.cfg.DefaultHostIP}
+		if !e.n.cfg.DefaultHostIP.IsValid() {
+			hostIPs = []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()}
+		}
+	}
+	var chosen uint16 // the port of the first family, tried first for the next
+	done := 0
+	for _, hip := range hostIPs {
+		caddr, mode := e.ipv4.Addr(), e.n.cfg.GatewayModeIPv4
+		if hip.Is6() {
+			caddr, mode = e.ipv6.Addr(), e.n.cfg.GatewayModeIPv6
+		}
+		if !caddr.IsValid() {
+			continue
+		}
+		p := nat.Port{Proto: uint8(m.Proto), HostIP: hip, Addr: caddr, Port: m.ContainerPort}
+		if mode == Routed {
+			p.Routed, p.HostIP, p.HostPort = true, caddr, m.ContainerPort
+			e.ports = append(e.ports, published{Port: p})
+			done++
+			continue
+		}
+		hold, port, err := e.n.d.holdPort(m.Proto, hip, candidates(m, chosen))
+		if err != nil {
+			return &Error{Op: op, Field: field, Value: m.String(), Kind: ErrConflict, Err: err}
+		}
+		p.HostPort, chosen = port, port
+		e.ports = append(e.ports, published{Port: p, hold: hold})
+		done++
+	}
+	if done == 0 {
+		return invalid(op, field, m, "the endpoint has no address of the host address's family")
+	}
+	return nil
+}
+
+// candidates lists the host ports to try, 0 meaning an ephemeral one.
+func candidates(m PortMapping, prefer uint16) []uint16 {
+	switch {
+	case m.HostPortEnd != 0:
+		var c []uint16
+		if prefer >= m.HostPort && prefer <= m.HostPortEnd {
+			c = append(c, prefer)
+		}
+		for p := int(m.HostPort); p <= int(m.HostPortEnd); p++ {
+			c = append(c, uint16(p))
+		}
+		return c
+	case m.HostPort != 0:
+		return []uint16{m.HostPort}
+	case prefer != 0:
+		return []uint16{prefer, 0}
+	}
+	return []uint16{0}
+}
+
+var errPortTaken = errors.New("host port in use")
+
+// holdPort takes the first free candidate port: registered in the driver
+// and held by a bound socket (in the calling thread's namespace), so no
+// host process can take it silently. It returns the port taken.
+func (d *Driver) holdPort(proto Proto, ip netip.Addr, cands []uint16) (*os.File, uint16, error) {
+	var last error = errPortTaken
+	for _, port := range cands {
+		f, got, err := bindPort(proto, ip, port)
+		if err != nil {
+			last = err
+			continue
+		}
+		key := portKey{uint8(proto), ip, got}
+		if d.claimPort(key) {
+			return f, got, nil
+		}
+		if f != nil {
+			f.Close()
+		}
+		last = fmt.Errorf("%w: published by another endpoint", errPortTaken)
+	}
+	return nil, 0, last
+}
+
+func (d *Driver) claimPort(k portKey) bool {
+	d.portsMu.Lock()
+	defer d.portsMu.Unlock()
+	for o := range d.ports {
+		if o.clashes(k) {
+			return false
+		}
+	}
+	d.ports[k] = true
+	return true
+}
+
+// bindPort binds a socket of the protocol to ip:port (0 = ephemeral). A
+// protocol the kernel has no sockets for (SCTP without its module) cannot
+// be held: then it returns no socket, for a fixed port only.
+func bindPort(proto Proto, ip netip.Addr, port uint16) (*os.File, uint16, error) {
+	domain, typ := unix.AF_INET, unix.SOCK_STREAM
+	if ip.Is6() {
+		domain = unix.AF_INET6
+	}
+	if proto == UDP {
+		typ = unix.SOCK_DGRAM
+	}
+	fd, err := unix.Socket(domain, typ|unix.SOCK_CLOEXEC, int(proto))
+	if err != nil {
+		if port != 0 && (err == unix.EPROTONOSUPPORT || err == unix.ESOCKTNOSUPPORT) {
+			return nil, port, nil
+		}
+		return nil, 0, fmt.Errorf("%s socket: %w", proto, err)
+	}
+	f := os.NewFile(uintptr(fd), "hold")
+	var sa unix.Sockaddr = &unix.SockaddrInet4{Addr: ip.As4(), Port: int(port)}
+	if ip.Is6() {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
+			f.Close()
+			return nil, 0, err
+		}
+		sa = &unix.SockaddrInet6{Addr: ip.As16(), Port: int(port)}
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		f.Close()
+		if err == unix.EADDRINUSE {
+			return nil, 0, fmt.Errorf("%w: %s %s", errPortTaken, proto, netip.AddrPortFrom(ip, port))
+		}
+		return nil, 0, fmt.Errorf("bind %s %s: %w", proto, netip.AddrPortFrom(ip, port), err)
+	}
+	if port == 0 {
+		got, err := unix.Getsockname(fd)
+		if err != nil {
+			f.Close()
+			return nil, 0, err
+		}
+		switch a := got.(type) {
+		case *unix.SockaddrInet4:
+			port = uint16(a.Port)
+		case *unix.SockaddrInet6:
+			port = uint16(a.Port)
+		}
+	}
+	return f, port, nil
+}
+
+// unpublish removes the endpoint's port elements and releases the ports.
+func (e *Endpoint) unpublish() error {
+	if len(e.ports) == 0 {
+		return nil
+	}
+	ports := make([]nat.Port, len(e.ports))
+	for i, p := range e.ports {
+		ports[i] = p.Port
+	}
+	err := e.n.d.fw.RemovePorts(ports...)
+	e.releasePorts()
+	return err
+}
+
+// releasePorts closes the hold sockets and frees the driver's registry.
+func (e *Endpoint) releasePorts() {
+	e.mu.Lock()
+	ports := e.ports
+	e.ports = nil
+	e.mu.Unlock()
+	d := e.n.d
+	d.portsMu.Lock()
+	defer d.portsMu.Unlock()
+	for _, p := range ports {
+		if p.hold != nil {
+			p.hold.Close()
+		}
+		if !p.Routed {
+			delete(d.ports, portKey{p.Proto, p.HostIP, p.HostPort})
+		}
+	}
+}
+
+// Ports returns the mappings as installed: one per family, with the host
+// address and port actually used (for routed mode, the container address
+// and port).
+func (e *Endpoint) Ports() []PortMapping {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]PortMapping, len(e.ports))
+	for i, p := range e.ports {
+		out[i] = PortMapping{Proto: Proto(p.Proto), HostIP: p.HostIP, HostPort: p.HostPort, ContainerPort: p.Port.Port}
+	}
+	return out
+}
