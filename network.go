@@ -21,10 +21,10 @@ import (
 // NetworkConfig describes a bridge network. Name is required; everything
 // else may be left zero.
 type NetworkConfig struct {
-	Name     string       // bridge device name
-	IPv4     netip.Prefix // gateway address on the bridge with the subnet length, e.g. 172.18.0.1/16; zero = no IPv4
-	IPv6     netip.Prefix // gateway address and subnet, e.g. fd00:1::1/64; zero = no IPv6
-	MTU      int          // bridge and veth MTU; 0 = kernel default
+	Name string       // bridge device name
+	IPv4 netip.Prefix // gateway address on the bridge with the subnet length, e.g. 172.18.0.1/16; zero = no IPv4
+	IPv6 netip.Prefix // gateway address and subnet, e.g. fd00:1::1/64; zero = no IPv6
+	MTU  int          // bridge and veth MTU; 0 = kernel default
 
 	// Internal: sandboxes get no default route, and nothing is forwarded
 	// into or out of the bridge; the gateway itself stays reachable.
