@@ -6,9 +6,10 @@ export GOFLAGS := -buildvcs=false
 
 .PHONY: demo test deps vet
 
-# deps installs what the tests use as an independent oracle (iproute2).
+# deps installs what the tests use as independent oracles (iproute2, nft).
 deps:
-	@command -v ip >/dev/null || (apt-get update && apt-get install -y iproute2)
+	@command -v ip >/dev/null && command -v nft >/dev/null || \
+		(apt-get update && apt-get install -y iproute2 nftables)
 
 vet:
 	$(GO) vet ./...

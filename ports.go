@@ -240,13 +240,15 @@ func bindPort(proto Proto, ip netip.Addr, port uint16) (*os.File, uint16, error)
 		return nil, 0, fmt.Errorf("%s socket: %w", proto, err)
 	}
 	f := os.NewFile(uintptr(fd), "hold")
-	var sa unix.Sockaddr = &unix.SockaddrInet4{Addr: ip.As4(), Port: int(port)}
+	var sa unix.Sockaddr
 	if ip.Is6() {
 		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
 			f.Close()
 			return nil, 0, err
 		}
 		sa = &unix.SockaddrInet6{Addr: ip.As16(), Port: int(port)}
+	} else {
+		sa = &unix.SockaddrInet4{Addr: ip.As4(), Port: int(port)}
 	}
 	if err := unix.Bind(fd, sa); err != nil {
 		f.Close()

@@ -108,7 +108,7 @@ func dnatFromMap(m string, v6 bool) []expr.Any {
 	}
 	return []expr.Any{
 		&expr.Lookup{SourceRegister: reg1, SetName: m, DestRegister: reg1, IsDestRegSet: true},
-		&expr.NAT{Type: expr.NATTypeDestNAT, Family: fam, RegAddrMin: reg1, RegProtoMin: portReg, Specified: true},
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: fam, RegAddrMin: reg1, RegProtoMin: portReg},
 	}
 }
 

@@ -117,7 +117,7 @@ func chains(t *nftables.Table) []chain {
 			cat(nfproto(p), []expr.Any{
 				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
 				&expr.Lookup{SourceRegister: reg1, SetName: fam(mapSNAT, v6), DestRegister: reg1, IsDestRegSet: true},
-				&expr.NAT{Type: expr.NATTypeSourceNAT, Family: uint32(p), RegAddrMin: reg1, Specified: true}}),
+				&expr.NAT{Type: expr.NATTypeSourceNAT, Family: uint32(p), RegAddrMin: reg1}}),
 			cat(nfproto(p), ifnameIn(expr.MetaKeyIIFNAME, fam(setMasq, v6)), []expr.Any{&expr.Masq{}}),
 		)
 		rkey, _ := addrProtoPort(v6)

@@ -114,3 +114,48 @@ func Ping(ns *nsutil.NS, dst netip.Addr, timeout time.Duration) error {
 		}
 	}
 }
+
+// ServeUDP answers every datagram to ap inside ns with "echo <payload>"
+// until the test ends.
+func ServeUDP(t testing.TB, ns *nsutil.NS, ap netip.AddrPort) {
+	t.Helper()
+	var pc net.PacketConn
+	err := ns.Do(func() (err error) {
+		pc, err = net.ListenPacket("udp", ap.String())
+		return err
+	})
+	if err != nil {
+		t.Fatalf("listen udp %s in %s: %v", ap, ns.Path(), err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(append([]byte("echo "), buf[:n]...), from)
+		}
+	}()
+}
+
+// DialUDP sends msg from inside ns to ap and returns the answer.
+func DialUDP(ns *nsutil.NS, ap netip.AddrPort, msg string, timeout time.Duration) (string, error) {
+	var c net.Conn
+	err := ns.Do(func() (err error) {
+		c, err = net.Dial("udp", ap.String())
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		return "", err
+	}
+	buf := make([]byte, 1500)
+	n, err := c.Read(buf)
+	return string(buf[:n]), err
+}
