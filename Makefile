@@ -6,10 +6,11 @@ export GOFLAGS := -buildvcs=false
 
 .PHONY: demo test deps vet
 
-# deps installs what the tests use as independent oracles (iproute2, nft).
+# deps installs what the tests use as independent oracles (iproute2, nft,
+# conntrack).
 deps:
-	@command -v ip >/dev/null && command -v nft >/dev/null || \
-		(apt-get update && apt-get install -y iproute2 nftables)
+	@command -v ip >/dev/null && command -v nft >/dev/null && command -v conntrack >/dev/null || \
+		(apt-get update && apt-get install -y iproute2 nftables conntrack)
 
 vet:
 	$(GO) vet ./...

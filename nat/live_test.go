@@ -1,24 +1,92 @@
 package nat_test
 
 import (
+	"net/netip"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/nlbridge/bridge/internal/testenv"
 	"github.com/nlbridge/bridge/nat"
+	"github.com/nlbridge/bridge/nsutil"
+	"golang.org/x/sys/unix"
 )
 
-func TestLiveTableAndElements(t *testing.T) {
+func TestLiveRejectedBatchChangesNothing(t *testing.T) {
 	ns := testenv.NetNS(t, "nat")
 	f, err := nat.Open(ns.FD(), "nlbt")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if err := f.AddNetwork(nat.Network{Bridge: "br0"}); err != nil {
+	a := nat.Port{Proto: unix.IPPROTO_TCP, HostIP: netip.IPv4Unspecified(), HostPort: 8080, Addr: netip.MustParseAddr("10.0.0.2"), Port: 80}
+	if err := f.AddPorts(a); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command("ip", "netns", "exec", filepath.Base(ns.Path()), "nft", "--debug=netlink", "list", "set", "inet", "nlbt", "bridges").CombinedOutput()
-	t.Logf("%s %v", out, err)
+	b := a
+	b.HostPort = 8081
+	clash := a
+	clash.Addr = netip.MustParseAddr("10.0.0.3") // same key, other value: EEXIST
+	if err := f.AddPorts(b, clash); err == nil {
+		t.Fatal("a clashing element was accepted")
+	}
+	out := testenv.Nft(t, ns, "list", "map", "inet", "nlbt", "portsany4")
+	if strings.Contains(out, "8081") || !strings.Contains(out, "tcp . 8080 : 10.0.0.2 . 80") {
+		t.Errorf("rejected batch changed the map:\n%s", out)
+	}
+	if err := f.RemovePorts(a); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if out := testenv.Nft(t, ns, "list", "tables"); strings.Contains(out, "nlbt") {
+		t.Errorf("table not removed: %s", out)
+	}
+}
+
+func conntrack(t *testing.T, ns *nsutil.NS, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("ip", append([]string{"netns", "exec", filepath.Base(ns.Path()), "conntrack"}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("conntrack %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+func TestLiveFlushConntrack(t *testing.T) {
+	if _, err := exec.LookPath("conntrack"); err != nil {
+		t.Skip("conntrack(8) not installed (make deps installs it)")
+	}
+	ns := testenv.NetNS(t, "ct")
+	f, err := nat.Open(ns.FD(), "nlbt") // its ct rules turn conntrack on in ns
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	x := "10.0.0.2"
+	for _, e := range [][]string{
+		{"-s", x, "-d", "192.0.2.9", "--sport", "1000", "--dport", "53"}, // x's own flow
+		{"-s", "192.0.2.9", "-d", x, "--sport", "1001", "--dport", "80"}, // routed to x
+		{"-s", "192.0.2.9", "-d", "192.0.2.1", "--sport", "1002", "--dport", "8080", "--reply-src", x, "--reply-dst", "192.0.2.9", "--reply-port-src", "80", "--reply-port-dst", "1002"}, // DNAT'ed to x
+		{"-s", "10.0.0.3", "-d", "192.0.2.9", "--sport", "1003", "--dport", "53"},                                                                                                        // someone else
+	} {
+		conntrack(t, ns, append([]string{"-I", "-p", "udp", "-t", "100"}, e...)...)
+	}
+	c, err := ns.Dial(unix.NETLINK_NETFILTER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := nat.FlushConntrack(c, netip.MustParseAddr(x)); err != nil {
+		t.Fatal(err)
+	}
+	out := conntrack(t, ns, "-L")
+	if strings.Contains(out, x) || !strings.Contains(out, "src=10.0.0.3") {
+		t.Errorf("after flushing %s:\n%s", x, out)
+	}
+	if err := nat.FlushConntrack(c, netip.MustParseAddr(x)); err != nil {
+		t.Errorf("flushing again (nothing left): %v", err)
+	}
 }

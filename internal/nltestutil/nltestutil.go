@@ -22,8 +22,11 @@ type Recorder struct {
 }
 
 // Dial returns a conn backed by the recorder.
-func (r *Recorder) Dial() *netlink.Conn {
-	return nltest.Dial(func(reqs []netlink.Message) ([]netlink.Message, error) {
+func (r *Recorder) Dial() *netlink.Conn { return nltest.Dial(r.Func()) }
+
+// Func is the recorder as an nltest.Func, e.g. for nftables.WithTestDial.
+func (r *Recorder) Func() nltest.Func {
+	return func(reqs []netlink.Message) ([]netlink.Message, error) {
 		if reqs != nil {
 			r.queue = append(r.queue, r.answer(reqs)...)
 		}
@@ -33,7 +36,7 @@ func (r *Recorder) Dial() *netlink.Conn {
 		m := r.queue[0]
 		r.queue = r.queue[1:]
 		return []netlink.Message{m}, nil
-	})
+	}
 }
 
 func (r *Recorder) answer(reqs []netlink.Message) []netlink.Message {

@@ -1,0 +1,193 @@
+package nat_test
+
+import (
+	"bytes"
+	"net/netip"
+	"testing"
+
+	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+	"github.com/mdlayher/netlink/nlenc"
+	"github.com/nlbridge/bridge/internal/nltestutil"
+	"github.com/nlbridge/bridge/nat"
+	"golang.org/x/sys/unix"
+)
+
+func nftType(m netlink.Message) uint16 { return uint16(m.Header.Type) & 0xff }
+
+// fake returns a firewall on a recording conn, with the setup batch
+// already recorded.
+func fake(t *testing.T) (*nat.Firewall, *nltestutil.Recorder) {
+	t.Helper()
+	r := &nltestutil.Recorder{}
+	c, err := nftables.New(nftables.WithTestDial(r.Func()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := nat.New(c, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, r
+}
+
+func TestSetupIsOneBatch(t *testing.T) {
+	_, r := fake(t)
+	if r.Sends != 1 {
+		t.Fatalf("table setup took %d sendmsg, want 1", r.Sends)
+	}
+	first, last := r.Reqs[0], r.Reqs[len(r.Reqs)-1]
+	if first.Header.Type != unix.NFNL_MSG_BATCH_BEGIN || last.Header.Type != unix.NFNL_MSG_BATCH_END {
+		t.Fatalf("not a batch: %v ... %v", first.Header.Type, last.Header.Type)
+	}
+	count := map[uint16]int{}
+	for _, m := range r.Reqs[1 : len(r.Reqs)-1] {
+		count[nftType(m)]++
+	}
+	want := map[uint16]int{unix.NFT_MSG_NEWTABLE: 2, unix.NFT_MSG_DELTABLE: 1, unix.NFT_MSG_NEWSET: 18,
+		unix.NFT_MSG_NEWCHAIN: 5}
+	for typ, n := range want {
+		if count[typ] != n {
+			t.Errorf("message type %d: %d, want %d", typ, count[typ], n)
+		}
+	}
+	if count[unix.NFT_MSG_NEWRULE] < 20 {
+		t.Errorf("%d rules", count[unix.NFT_MSG_NEWRULE])
+	}
+	// add, delete, add: a clean table whether or not one existed.
+	if nftType(r.Reqs[1]) != unix.NFT_MSG_NEWTABLE || nftType(r.Reqs[2]) != unix.NFT_MSG_DELTABLE || nftType(r.Reqs[3]) != unix.NFT_MSG_NEWTABLE {
+		t.Error("table is not replaced atomically (want NEWTABLE, DELTABLE, NEWTABLE first)")
+	}
+}
+
+// setElems decodes a NEWSETELEM/DELSETELEM: set name and element keys/values.
+func setElems(t *testing.T, m netlink.Message) (set string, keys, vals [][]byte) {
+	t.Helper()
+	a := nltestutil.Attrs(t, m.Data[4:])
+	set = nlenc.String(a[unix.NFTA_SET_ELEM_LIST_SET])
+	els, err := netlink.UnmarshalAttributes(a[unix.NFTA_SET_ELEM_LIST_ELEMENTS])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, el := range els {
+		ea := nltestutil.Attrs(t, el.Data)
+		if k, ok := ea[unix.NFTA_SET_ELEM_KEY]; ok {
+			keys = append(keys, nltestutil.Attrs(t, k)[unix.NFTA_DATA_VALUE])
+		}
+		if v, ok := ea[unix.NFTA_SET_ELEM_DATA]; ok {
+			vals = append(vals, nltestutil.Attrs(t, v)[unix.NFTA_DATA_VALUE])
+		}
+	}
+	return set, keys, vals
+}
+
+func TestOnePortIsOneElementWhateverExists(t *testing.T) {
+	f, r := fake(t)
+	addr := netip.MustParseAddr("172.18.0.2")
+	for i := range 1000 {
+		if err := f.AddPorts(nat.Port{Proto: unix.IPPROTO_TCP, HostIP: netip.IPv4Unspecified(), HostPort: uint16(10000 + i), Addr: addr, Port: 80}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sends, n := r.Sends, len(r.Reqs)
+	err := f.AddPorts(nat.Port{Proto: unix.IPPROTO_TCP, HostIP: netip.MustParseAddr("192.0.2.1"), HostPort: 8080, Addr: addr, Port: 80})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Sends != sends+1 || len(r.Reqs) != n+3 {
+		t.Fatalf("the 1001st port took %d sendmsg and %d messages, want 1 and 3 (begin, element, end)", r.Sends-sends, len(r.Reqs)-n)
+	}
+	m := r.Reqs[n+1]
+	if nftType(m) != unix.NFT_MSG_NEWSETELEM {
+		t.Fatalf("type %d, want NEWSETELEM", nftType(m))
+	}
+	set, keys, vals := setElems(t, m)
+	wantKey := []byte{192, 0, 2, 1, 6, 0, 0, 0, 0x1f, 0x90, 0, 0} // addr . tcp . 8080, each padded to 4
+	wantVal := []byte{172, 18, 0, 2, 0, 80, 0, 0}                // addr . 80
+	if set != "ports4" || len(keys) != 1 || !bytes.Equal(keys[0], wantKey) || !bytes.Equal(vals[0], wantVal) {
+		t.Errorf("element %s %x : %x, want ports4 %x : %x", set, keys, vals, wantKey, wantVal)
+	}
+}
+
+func TestPortElementsBySetAndFamily(t *testing.T) {
+	f, r := fake(t)
+	for _, tc := range []struct {
+		p   nat.Port
+		set string
+		key []byte
+	}{
+		{nat.Port{Proto: 17, HostIP: netip.IPv6Unspecified(), HostPort: 53, Addr: netip.MustParseAddr("fd00::2"), Port: 53},
+			"portsany6", []byte{17, 0, 0, 0, 0, 53, 0, 0}},
+		{nat.Port{Proto: 6, Routed: true, Addr: netip.MustParseAddr("10.0.0.2"), Port: 80},
+			"rports4", []byte{10, 0, 0, 2, 6, 0, 0, 0, 0, 80, 0, 0}},
+	} {
+		n := len(r.Reqs)
+		if err := f.RemovePorts(tc.p); err != nil {
+			t.Fatal(err)
+		}
+		m := r.Reqs[n+1]
+		set, keys, _ := setElems(t, m)
+		if nftType(m) != unix.NFT_MSG_DELSETELEM || set != tc.set || !bytes.Equal(keys[0], tc.key) {
+			t.Errorf("%v: type %d set %s key %x, want DELSETELEM %s %x", tc.p, nftType(m), set, keys[0], tc.set, tc.key)
+		}
+	}
+}
+
+func TestNetworkElementsPerMode(t *testing.T) {
+	for _, tc := range []struct {
+		n    nat.Network
+		sets []string
+	}{
+		{nat.Network{Bridge: "br0"}, []string{"bridges", "samebridge", "protect4", "masq4", "protect6", "masq6"}},
+		{nat.Network{Bridge: "br0", Mode4: nat.NATUnprotected, Mode6: nat.Routed, SNAT4: netip.MustParseAddr("192.0.2.9")},
+			[]string{"bridges", "samebridge", "snat4", "routed6"}},
+		{nat.Network{Bridge: "br0", Internal: true}, []string{"bridges", "samebridge", "internal4", "internal6"}},
+		{nat.Network{Bridge: "br0", Mode4: nat.Isolated}, []string{"bridges", "samebridge", "internal4", "protect6", "masq6"}},
+	} {
+		f, r := fake(t)
+		n := len(r.Reqs)
+		if err := f.AddNetwork(tc.n); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, m := range r.Reqs[n+1 : len(r.Reqs)-1] {
+			set, keys, _ := setElems(t, m)
+			got = append(got, set)
+			if !bytes.HasPrefix(keys[0], []byte("br0\x00")) {
+				t.Errorf("%s key %q", set, keys[0])
+			}
+		}
+		if r.Sends != 2 || len(got) != len(tc.sets) {
+			t.Errorf("%+v: %d sendmsg, sets %v, want 1 batch with %v", tc.n, r.Sends-1, got, tc.sets)
+			continue
+		}
+		for i := range got {
+			if got[i] != tc.sets[i] {
+				t.Errorf("%+v: sets %v, want %v", tc.n, got, tc.sets)
+				break
+			}
+		}
+	}
+}
+
+func TestConntrackFlushMessages(t *testing.T) {
+	msgs := nat.FlushConntrackMsgs(netip.MustParseAddr("172.18.0.2"))
+	if len(msgs) != 3 {
+		t.Fatalf("%d messages, want 3 (orig src, orig dst, reply src)", len(msgs))
+	}
+	for i, want := range []struct {
+		tuple, ip, filter uint16
+		flag              uint32
+	}{{1, 1, 1, 1}, {1, 2, 1, 2}, {2, 1, 2, 1}} {
+		m := msgs[i]
+		if m.Header.Type != netlink.HeaderType(unix.NFNL_SUBSYS_CTNETLINK<<8|2) || !bytes.Equal(m.Data[:4], []byte{unix.AF_INET, 1, 0, 0}) {
+			t.Errorf("%d: header %v nfgenmsg %x", i, m.Header.Type, m.Data[:4])
+		}
+		a := nltestutil.Attrs(t, m.Data[4:])
+		ip := nltestutil.Attrs(t, nltestutil.Attrs(t, a[want.tuple])[1])[want.ip]
+		flag := nlenc.Uint32(nltestutil.Attrs(t, a[25])[want.filter])
+		if !bytes.Equal(ip, []byte{172, 18, 0, 2}) || flag != want.flag {
+			t.Errorf("%d: tuple %d ip %d = %x, filter %d = %d", i, want.tuple, want.ip, ip, want.filter, flag)
+		}
+	}
+}
