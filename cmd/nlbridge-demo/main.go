@@ -1,7 +1,7 @@
 // Command nlbridge-demo builds a bridge network inside throwaway network
 // namespaces, attaches sandboxes, proves they talk (ICMP and TCP, IPv4 and
-// IPv6), measures attach/detach churn, prints per-step timings and removes
-// everything it made. It never touches the machine's own namespace. Run it
+// IPv6), publishes a port and reaches it, measures attach/detach churn,
+// prints per-step timings and removes everything it made. It never touches the machine's own namespace. Run it
 // as root: `make demo`.
 package main
 
@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/nlbridge/bridge"
+	"github.com/nlbridge/bridge/internal/nl"
 	"github.com/nlbridge/bridge/internal/testenv"
 	"github.com/nlbridge/bridge/link"
 	"github.com/nlbridge/bridge/nsutil"
@@ -135,6 +136,9 @@ func (d *demo) run(ctx context.Context, nSandboxes, churn int) error {
 			return err
 		}
 	}
+	if err := d.publish(ctx, host, nw, cfg); err != nil {
+		return err
+	}
 	if len(eps) > 1 {
 		ap := netip.AddrPortFrom(eps[1].IPv6().Addr(), 8080)
 		_, stop, err := testenv.Serve(sbs[1], ap)
@@ -173,6 +177,69 @@ func (d *demo) run(ctx context.Context, nSandboxes, churn int) error {
 		return err
 	}
 	return onlyLoopback(host)
+}
+
+// publish attaches a sandbox running a TCP server on port 80, published
+// as host port 8080, and reaches it from the host via 127.0.0.1 and the
+// gateway address, and from a neighbour sandbox (hairpin through the host).
+func (d *demo) publish(ctx context.Context, host *nsutil.NS, nw *bridge.Network, cfg bridge.NetworkConfig) error {
+	fmt.Println("published port:")
+	c, err := host.Dial(unix.NETLINK_ROUTE)
+	if err != nil {
+		return err
+	}
+	_, err = nl.Exec(c, link.UpMsg(1)) // lo up in the demo's host namespace, as on any host
+	c.Close()
+	if err != nil {
+		return err
+	}
+	web, err := d.netns("web")
+	if err != nil {
+		return err
+	}
+	nbr, err := d.netns("client")
+	if err != nil {
+		return err
+	}
+	var ep *bridge.Endpoint
+	if err := step("attach "+web.Path()+" publishing tcp 8080->80", func() (err error) {
+		ep, err = nw.Attach(ctx, bridge.EndpointConfig{NetNS: web.Path(),
+			Ports: []bridge.PortMapping{{Proto: bridge.TCP, HostPort: 8080, ContainerPort: 80}}})
+		return err
+	}); err != nil {
+		return err
+	}
+	defer ep.Detach(ctx)
+	client, err := nw.Attach(ctx, bridge.EndpointConfig{NetNS: nbr.Path()})
+	if err != nil {
+		return err
+	}
+	defer client.Detach(ctx)
+	_, stop, err := testenv.Serve(web, netip.AddrPortFrom(ep.IPv4().Addr(), 80))
+	if err != nil {
+		return err
+	}
+	defer stop()
+	for _, tc := range []struct {
+		name string
+		from *nsutil.NS
+		dst  netip.Addr
+	}{
+		{"host -> 127.0.0.1:8080", host, netip.MustParseAddr("127.0.0.1")},
+		{"host -> " + cfg.IPv4.Addr().String() + ":8080", host, cfg.IPv4.Addr()},
+		{"neighbour sandbox -> " + cfg.IPv4.Addr().String() + ":8080 (hairpin)", nbr, cfg.IPv4.Addr()},
+	} {
+		if err := step(tc.name, func() error {
+			got, err := testenv.Dial(tc.from, netip.AddrPortFrom(tc.dst, 8080), 2*time.Second)
+			if err == nil && !strings.HasPrefix(got, "hello") {
+				err = fmt.Errorf("unexpected greeting %q", got)
+			}
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // churn attaches n endpoints (one sandbox each), then detaches them, and
