@@ -103,7 +103,7 @@ func TestOnePortIsOneElementWhateverExists(t *testing.T) {
 	}
 	set, keys, vals := setElems(t, m)
 	wantKey := []byte{192, 0, 2, 1, 6, 0, 0, 0, 0x1f, 0x90, 0, 0} // addr . tcp . 8080, each padded to 4
-	wantVal := []byte{172, 18, 0, 2, 0, 80, 0, 0}                // addr . 80
+	wantVal := []byte{172, 18, 0, 2, 0, 80, 0, 0}                 // addr . 80
 	if set != "ports4" || len(keys) != 1 || !bytes.Equal(keys[0], wantKey) || !bytes.Equal(vals[0], wantVal) {
 		t.Errorf("element %s %x : %x, want ports4 %x : %x", set, keys, vals, wantKey, wantVal)
 	}
