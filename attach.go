@@ -314,6 +314,9 @@ func (e *Endpoint) createVeth(op string, ns *nsutil.NS, sc, hc *netlink.Conn, au
 			link.Delete(hc, l.Index)
 			return kernel(op, err)
 		}
+		if errors.Is(err, unix.EXFULL) {
+			return &Error{Op: op, Kind: ErrConflict, Err: fmt.Errorf("bridge %s has the kernel's maximum of 1024 ports: %w", n.cfg.Name, err)}
+		}
 		if !errors.Is(err, unix.EEXIST) || try == 3 {
 			return kernel(op, err)
 		}

@@ -32,12 +32,16 @@ func CreateBridge(c *netlink.Conn, s BridgeSpec) (Link, error) {
 func CreateBridgeMsg(s BridgeSpec) (netlink.Message, error) {
 	a := &rtnetlink.LinkAttributes{Name: s.Name, MTU: uint32(s.MTU), Address: s.MAC,
 		Info: &rtnetlink.LinkInfo{Kind: "bridge"}}
-	return newLinkMsg(a, s.Group)
+	return newLinkMsg(a, s.Group, true)
 }
 
-// newLinkMsg builds an RTM_NEWLINK (create, exclusive, echo) for an up device.
-func newLinkMsg(a *rtnetlink.LinkAttributes, group uint32) (netlink.Message, error) {
-	b, err := (&rtnetlink.LinkMessage{Flags: unix.IFF_UP, Change: unix.IFF_UP, Attributes: a}).MarshalBinary()
+// newLinkMsg builds an RTM_NEWLINK (create, exclusive, echo), up or down.
+func newLinkMsg(a *rtnetlink.LinkAttributes, group uint32, up bool) (netlink.Message, error) {
+	var flags uint32
+	if up {
+		flags = unix.IFF_UP
+	}
+	b, err := (&rtnetlink.LinkMessage{Flags: flags, Change: flags, Attributes: a}).MarshalBinary()
 	if err != nil {
 		return netlink.Message{}, err
 	}

@@ -21,7 +21,7 @@ const wantCreate = netlink.Request | netlink.Acknowledge | netlink.Create | netl
 // with the new device, whose IFLA_LINK is the veth peer's index.
 func echo(index, peer uint32) func(netlink.Message) ([]netlink.Message, int) {
 	return func(m netlink.Message) ([]netlink.Message, int) {
-		if m.Header.Type != unix.RTM_NEWLINK {
+		if m.Header.Type != unix.RTM_NEWLINK || m.Header.Flags&netlink.Create == 0 {
 			return nil, 0
 		}
 		var req rtnetlink.LinkMessage
@@ -43,17 +43,16 @@ func TestCreateVethSendsOneCompleteMessage(t *testing.T) {
 	if l.Index != 7 || l.Peer != 3 || l.Name != "veth1234567" {
 		t.Errorf("link = %+v, want index 7, peer 3", l)
 	}
-	if r.Sends != 1 || len(r.Reqs) != 1 {
-		t.Fatalf("%d sendmsg, %d messages; want exactly one of each", r.Sends, len(r.Reqs))
+	if r.Sends != 1 || len(r.Reqs) != 2 {
+		t.Fatalf("%d sendmsg, %d messages; want the create and the host-end setup in one sendmsg", r.Sends, len(r.Reqs))
 	}
 	m := r.Reqs[0]
 	if m.Header.Type != unix.RTM_NEWLINK || m.Header.Flags != wantCreate {
 		t.Fatalf("header = %v %v, want RTM_NEWLINK %v", m.Header.Type, m.Header.Flags, wantCreate)
 	}
 	hdr := m.Data[:unix.SizeofIfInfomsg]
-	if hdr[0] != unix.AF_UNSPEC || nlenc.Uint32(hdr[4:8]) != 0 ||
-		nlenc.Uint32(hdr[8:12]) != unix.IFF_UP || nlenc.Uint32(hdr[12:16]) != unix.IFF_UP {
-		t.Errorf("ifinfomsg = %x, want family 0, index 0, IFF_UP set and changed", hdr)
+	if hdr[0] != unix.AF_UNSPEC || nlenc.Uint32(hdr[4:8]) != 0 || nlenc.Uint32(hdr[8:12]) != 0 {
+		t.Errorf("ifinfomsg = %x, want family 0, index 0, created down", hdr)
 	}
 	a := nltestutil.Attrs(t, m.Data[unix.SizeofIfInfomsg:])
 	if got := nlenc.String(a[unix.IFLA_IFNAME]); got != "veth1234567" {
@@ -82,6 +81,35 @@ func TestCreateVethSendsOneCompleteMessage(t *testing.T) {
 	if nlenc.String(p[unix.IFLA_IFNAME]) != "eth0" || !bytes.Equal(p[unix.IFLA_ADDRESS], mac) ||
 		nlenc.Uint32(p[unix.IFLA_MTU]) != 1450 || nlenc.Uint32(p[unix.IFLA_NET_NS_FD]) != 9 || len(p) != 4 {
 		t.Errorf("peer attributes = %v, want name eth0, MAC, MTU 1450, netns fd 9", p)
+	}
+}
+
+func TestHostEndMsg(t *testing.T) {
+	for _, isolated := range []bool{false, true} {
+		m := link.HostEndMsg("veth1234567", isolated)
+		if m.Header.Type != unix.RTM_NEWLINK || m.Header.Flags != netlink.Request|netlink.Acknowledge ||
+			nlenc.Uint32(m.Data[4:8]) != 0 || nlenc.Uint32(m.Data[8:12]) != unix.IFF_UP || nlenc.Uint32(m.Data[12:16]) != unix.IFF_UP {
+			t.Fatalf("header %+v ifinfomsg %x: want a change by name setting IFF_UP", m.Header, m.Data[:16])
+		}
+		a := nltestutil.Attrs(t, m.Data[unix.SizeofIfInfomsg:])
+		if nlenc.String(a[unix.IFLA_IFNAME]) != "veth1234567" {
+			t.Errorf("name %q", a[unix.IFLA_IFNAME])
+		}
+		inet6 := nltestutil.Attrs(t, nltestutil.Attrs(t, a[unix.IFLA_AF_SPEC])[unix.AF_INET6])
+		if g := inet6[unix.IFLA_INET6_ADDR_GEN_MODE]; len(g) != 1 || g[0] != 1 {
+			t.Errorf("IFLA_INET6_ADDR_GEN_MODE = %x, want 1 (none)", g)
+		}
+		info, ok := a[unix.IFLA_LINKINFO]
+		if ok != isolated {
+			t.Fatalf("isolated=%v but IFLA_LINKINFO present=%v", isolated, ok)
+		}
+		if isolated {
+			li := nltestutil.Attrs(t, info)
+			port := nltestutil.Attrs(t, li[unix.IFLA_INFO_SLAVE_DATA])
+			if nlenc.String(li[unix.IFLA_INFO_SLAVE_KIND]) != "bridge" || len(port[unix.IFLA_BRPORT_ISOLATED]) != 1 || port[unix.IFLA_BRPORT_ISOLATED][0] != 1 {
+				t.Errorf("slave info = %v / %v, want bridge port isolated", li, port)
+			}
+		}
 	}
 }
 

@@ -23,37 +23,47 @@ type VethSpec struct {
 	Isolated  bool             // bridge-port isolation: no traffic to other isolated ports
 }
 
-// CreateVeth creates the pair in one request: the host end up, on its
-// bridge, in its group; the peer in its namespace with its name, MAC and
-// MTU. It returns the host end; its Peer field is the peer's index in the
-// peer's namespace.
-//
-// Port flags cannot ride in the create message (the kernel ignores
-// IFLA_INFO_SLAVE_DATA there), so with Isolated a second message goes in
-// the same sendmsg.
+// CreateVeth creates the pair in one sendmsg: the create request (host end
+// down, on its bridge, in its group; the peer in its namespace with its
+// name, MAC and MTU) and one request that brings the host end up as a bare
+// bridge port (see HostEndMsg). It returns the host end; its Peer field is
+// the peer's index in the peer's namespace.
 func CreateVeth(c *netlink.Conn, s VethSpec) (Link, error) {
 	m, err := CreateVethMsg(s)
 	if err != nil {
 		return Link{}, err
 	}
-	msgs := []netlink.Message{m}
-	if s.Isolated {
-		msgs = append(msgs, PortIsolatedMsg(s.Name, true))
-	}
-	return createEcho(c, "veth "+s.Name, msgs...)
+	return createEcho(c, "veth "+s.Name, m, HostEndMsg(s.Name, s.Isolated))
 }
 
-// PortIsolatedMsg builds an RTM_NEWLINK that sets bridge-port isolation on
-// the port named name: isolated ports cannot reach each other, only
-// non-isolated ports and the bridge itself.
-func PortIsolatedMsg(name string, isolated bool) netlink.Message {
-	v := driver.BridgeEnableDisabled
+// HostEndMsg builds an RTM_NEWLINK that brings up the device named name as
+// a bridge port with no IPv6 addressing (addrgenmode none: no link-local
+// address, so no DAD, router solicitations or MLD, whose deferred work
+// would contend for the RTNL lock) and, if isolated, bridge-port isolation.
+// Port flags cannot ride in the create message (the kernel ignores
+// IFLA_INFO_SLAVE_DATA there), nor can the inet6 settings (EAFNOSUPPORT).
+func HostEndMsg(name string, isolated bool) netlink.Message {
+	a := &rtnetlink.LinkAttributes{Name: name}
 	if isolated {
-		v = driver.BridgeEnableEnabled
+		on := driver.BridgeEnableEnabled
+		a.Info = &rtnetlink.LinkInfo{SlaveKind: "bridge", SlaveData: &driver.BridgePort{Isolated: &on}}
 	}
-	b, _ := (&rtnetlink.LinkMessage{Attributes: &rtnetlink.LinkAttributes{Name: name,
-		Info: &rtnetlink.LinkInfo{SlaveKind: "bridge", SlaveData: &driver.BridgePort{Isolated: &v}}}}).MarshalBinary()
-	return netlink.Message{Header: netlink.Header{Type: unix.RTM_NEWLINK, Flags: nl.Change}, Data: b}
+	b, _ := (&rtnetlink.LinkMessage{Flags: unix.IFF_UP, Change: unix.IFF_UP, Attributes: a}).MarshalBinary()
+	return netlink.Message{Header: netlink.Header{Type: unix.RTM_NEWLINK, Flags: nl.Change}, Data: append(b, addrGenModeNone()...)}
+}
+
+// addrGenModeNone encodes IFLA_AF_SPEC { AF_INET6 { IFLA_INET6_ADDR_GEN_MODE: none } }.
+func addrGenModeNone() []byte {
+	ae := netlink.NewAttributeEncoder()
+	ae.Nested(unix.IFLA_AF_SPEC, func(ae *netlink.AttributeEncoder) error {
+		ae.Nested(unix.AF_INET6, func(ae *netlink.AttributeEncoder) error {
+			ae.Uint8(unix.IFLA_INET6_ADDR_GEN_MODE, 1) // IN6_ADDR_GEN_MODE_NONE
+			return nil
+		})
+		return nil
+	})
+	b, _ := ae.Encode()
+	return b
 }
 
 // CreateVethMsg builds the RTM_NEWLINK of CreateVeth. The peer cannot be
@@ -68,5 +78,5 @@ func CreateVethMsg(s VethSpec) (netlink.Message, error) {
 	if s.Master != 0 {
 		a.Master = &s.Master
 	}
-	return newLinkMsg(a, s.Group)
+	return newLinkMsg(a, s.Group, false)
 }

@@ -29,7 +29,7 @@ func Root(t testing.TB) {
 func NetNS(t testing.TB, tag string) *nsutil.NS {
 	t.Helper()
 	Root(t)
-	b := make([]byte, 3)
+	b := make([]byte, 6) // thousands per run: keep birthday collisions away
 	rand.Read(b)
 	name := "nlbt-" + tag + "-" + hex.EncodeToString(b)
 	ns, err := nsutil.Create("", name)
