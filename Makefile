@@ -4,7 +4,7 @@
 GO ?= go
 export GOFLAGS := -buildvcs=false
 
-.PHONY: demo test deps vet
+.PHONY: demo test deps vet bench
 
 # deps installs what the tests use as independent oracles (iproute2, nft,
 # conntrack).
@@ -21,3 +21,9 @@ demo: deps
 # test runs unit tests and (as root) live tests in throwaway namespaces.
 test: deps vet
 	$(GO) test -race -count=1 ./...
+
+# bench runs the endpoint-churn benchmarks (bench/ is its own module), as
+# root, in throwaway namespaces. NLB_BENCH_SCALES=0,1000 limits the scale
+# points (default 0,1000,5000).
+bench: deps
+	cd bench && $(GO) test -run '^$$' -bench . -benchtime 200x -timeout 60m .

@@ -106,9 +106,16 @@ func TestLivePublishedPorts(t *testing.T) {
 	}); err == nil {
 		t.Error("a host process could take published port 8080")
 	}
-	// After detach the port is gone and free.
+	// After detach the port is gone and free, and so are the conntrack
+	// entries of the flows above (UDP ones would otherwise linger).
+	if out := testenv.Conntrack(t, host, "-L"); !strings.Contains(out, ep.IPv4().Addr().String()) {
+		t.Fatalf("no conntrack entries before detach, so the check below proves nothing:\n%s", out)
+	}
 	if err := ep.Detach(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if out := testenv.Conntrack(t, host, "-L"); strings.Contains(out, ep.IPv4().Addr().String()+" ") {
+		t.Errorf("conntrack entries of the detached endpoint remain:\n%s", out)
 	}
 	if _, err := testenv.Dial(out, netip.AddrPortFrom(testenv.UplinkIPv4, 8080), short); err == nil {
 		t.Error("port still published after Detach")

@@ -49,3 +49,9 @@ func NoElements(t testing.TB, ns *nsutil.NS, table string) {
 		t.Errorf("table %s still has elements:\n%s", table, out)
 	}
 }
+
+// Conntrack runs conntrack(8) inside ns and returns its output.
+func Conntrack(t testing.TB, ns *nsutil.NS, args ...string) string {
+	t.Helper()
+	return run(t, "ip", append([]string{"netns", "exec", nsName(ns), "conntrack"}, args...)...)
+}

@@ -1,0 +1,149 @@
+package bench
+
+import (
+	"net/netip"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nlbridge/bridge"
+	"github.com/nlbridge/bridge/nat"
+)
+
+// BenchmarkAttach times one attach per iteration into a fresh sandbox, at
+// several counts of endpoints already on the network. Detaches happen off
+// the clock.
+func BenchmarkAttach(parent *testing.B) {
+	for _, mode := range []string{"plain", "nat+1port"} {
+		for _, existing := range scales() {
+			parent.Run(name(mode, existing), func(b *testing.B) {
+				nat := mode != "plain"
+				w := newWorld(parent, b, b.Name(), existing, nat)
+				sbs := sandboxes(b, b.N)
+				var lat latencies
+				var eps []*bridge.Endpoint
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := range b.N {
+					t0 := time.Now()
+					ep, err := w.n.Attach(ctx, w.cfg(sbs[i], nat))
+					lat = append(lat, time.Since(t0))
+					if err != nil {
+						b.Fatal(err)
+					}
+					eps = append(eps, ep)
+				}
+				b.StopTimer()
+				lat.report(b, "attach")
+				for _, ep := range eps {
+					ep.Detach(ctx)
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkDetach times one detach per iteration.
+func BenchmarkDetach(parent *testing.B) {
+	for _, mode := range []string{"plain", "nat+1port"} {
+		parent.Run(name(mode, 0), func(b *testing.B) {
+			nat := mode != "plain"
+			w := newWorld(parent, b, b.Name(), 0, nat)
+			var eps []*bridge.Endpoint
+			for _, sb := range sandboxes(b, b.N) {
+				ep, err := w.n.Attach(ctx, w.cfg(sb, nat))
+				if err != nil {
+					b.Fatal(err)
+				}
+				eps = append(eps, ep)
+			}
+			var lat latencies
+			b.ResetTimer()
+			for _, ep := range eps {
+				t0 := time.Now()
+				if err := ep.Detach(ctx); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			b.StopTimer()
+			lat.report(b, "detach")
+		})
+	}
+}
+
+// BenchmarkPublishPort times publishing one more port (an attach with one
+// port minus an attach without, is what users pay; this isolates the
+// firewall batch) at several counts of existing endpoints with ports.
+func BenchmarkPublishPort(parent *testing.B) {
+	for _, existing := range scales() {
+		parent.Run(name("nat", existing), func(b *testing.B) {
+			w := newWorld(parent, b, b.Name(), existing, true)
+			fw := w.d.Firewall()
+			var lat latencies
+			b.ResetTimer()
+			for i := range b.N {
+				p := portFor(i)
+				t0 := time.Now()
+				if err := fw.AddPorts(p); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			b.StopTimer()
+			lat.report(b, "publish")
+			for i := range b.N {
+				fw.RemovePorts(portFor(i))
+			}
+		})
+	}
+}
+
+// BenchmarkChurn measures attach+detach pairs per second, sequentially and
+// from several goroutines.
+func BenchmarkChurn(parent *testing.B) {
+	for _, workers := range []int{1, 2, 8} {
+		for _, mode := range []string{"plain", "nat+1port"} {
+			parent.Run(name(mode, 0)+"/workers="+strconv.Itoa(workers), func(b *testing.B) {
+				nat := mode != "plain"
+				w := newWorld(parent, b, b.Name(), 0, nat)
+				sbs := sandboxes(b, b.N)
+				var wg sync.WaitGroup
+				next := make(chan int, b.N)
+				for i := range b.N {
+					next <- i
+				}
+				close(next)
+				b.ResetTimer()
+				t0 := time.Now()
+				for range workers {
+					wg.Go(func() {
+						for i := range next {
+							ep, err := w.n.Attach(ctx, w.cfg(sbs[i], nat))
+							if err != nil {
+								b.Error(err)
+								return
+							}
+							if err := ep.Detach(ctx); err != nil {
+								b.Error(err)
+							}
+						}
+					})
+				}
+				wg.Wait()
+				b.ReportMetric(float64(b.N)/time.Since(t0).Seconds(), "pairs/s")
+			})
+		}
+	}
+}
+
+// portFor is the i-th distinct published port (up to 120,000).
+func portFor(i int) nat.Port {
+	proto := uint8(6)
+	if i%2 == 1 {
+		proto = 17
+	}
+	return nat.Port{Proto: proto, HostIP: netip.IPv4Unspecified(), HostPort: uint16(1 + i/2%60000),
+		Addr: netip.MustParseAddr("10.96.200.1"), Port: 80}
+}
