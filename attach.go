@@ -47,7 +47,7 @@ func (n *Network) Attach(ctx context.Context, cfg EndpointConfig) (*Endpoint, er
 	if err != nil {
 		return nil, kernel(op, err)
 	}
-	e := &Endpoint{n: n, netns: cfg.NetNS, ifName: cfg.IfName}
+	e := &Endpoint{n: n, netns: cfg.NetNS, ifName: cfg.IfName, nsID: ns.ID()}
 	if err := n.reserve(op, e, cfg); err != nil {
 		return nil, err
 	}
@@ -427,9 +427,13 @@ func hasDefault(routes []route.Route, v4 bool) bool {
 	return false
 }
 
-// Detach removes the endpoint: deleting the host end takes the peer, its
-// addresses and routes with it. It is idempotent, and succeeds when the
-// sandbox namespace is already gone.
+// Detach removes the endpoint. It returns as soon as the endpoint is cut
+// off: announcements stopped, firewall elements and conntrack entries
+// gone, the sandbox interface down, renamed and without addresses (so the
+// sandbox can take a new endpoint with the same name and addresses at
+// once), the host end off the bridge. The driver deletes the veth pair
+// shortly after, together with others (see reclaim.go). Detach is
+// idempotent, and succeeds when the sandbox namespace is already gone.
 func (e *Endpoint) Detach(ctx context.Context) error {
 	if !e.markDetached() {
 		return nil
@@ -442,7 +446,11 @@ func (e *Endpoint) Detach(ctx context.Context) error {
 		e.mu.Unlock()
 		return kernel(op, err)
 	}
-	if err := n.d.withConn(func(c *netlink.Conn) error { return link.Delete(c, e.hostIndex) }); err != nil {
+	err := e.retire()
+	if err != nil { // fall back to deleting the pair now
+		err = n.d.withConn(func(c *netlink.Conn) error { return link.Delete(c, e.hostIndex) })
+	}
+	if err != nil {
 		e.mu.Lock()
 		e.detached = false
 		e.mu.Unlock()

@@ -53,9 +53,10 @@ type Driver struct {
 	portsMu sync.Mutex
 	ports   map[portKey]bool // published host ports
 
-	ctx    context.Context // cancelled by Close: stops background work
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // background announcements
+	ctx     context.Context // cancelled by Close: stops background work
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup // background announcements and the reclaimer
+	reclaim chan struct{}  // kicks the reclaimer
 
 	mu       sync.Mutex
 	networks map[string]*Network
@@ -84,7 +85,7 @@ func Open(ctx context.Context, opts Options) (*Driver, error) {
 		return nil, &Error{Op: op, Field: "NetNS", Value: opts.NetNS, Kind: ErrInvalid, Err: err}
 	}
 	d := &Driver{host: ns, conns: make(chan *netlink.Conn, maxIdleConns), networks: map[string]*Network{},
-		ports: map[portKey]bool{}}
+		ports: map[portKey]bool{}, reclaim: make(chan struct{}, 1)}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	c, err := d.conn()
 	if err != nil {
@@ -92,6 +93,11 @@ func Open(ctx context.Context, opts Options) (*Driver, error) {
 		return nil, kernel(op, err)
 	}
 	d.release(c, nil)
+	if err := d.reclaimNow(); err != nil { // what a crashed driver had retired
+		d.Close()
+		return nil, kernel(op, err)
+	}
+	d.wg.Go(d.reclaimLoop)
 	if !opts.NoFirewall {
 		if d.fw, err = nat.Open(ns.FD(), opts.Table); err == nil {
 			d.ct, err = ns.Dial(unix.NETLINK_NETFILTER)
@@ -104,9 +110,10 @@ func Open(ctx context.Context, opts Options) (*Driver, error) {
 	return d, nil
 }
 
-// Close stops pending announcements and releases the driver's sockets and
-// namespace handle; no goroutine of the driver outlives it. Networks and
-// endpoints are left in the kernel.
+// Close stops pending announcements, deletes the devices of detached
+// endpoints, and releases the driver's sockets and namespace handle; no
+// goroutine of the driver outlives it. Networks and attached endpoints are
+// left in the kernel.
 func (d *Driver) Close() error {
 	d.mu.Lock()
 	if d.closed {

@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+
+	"github.com/nlbridge/bridge/nsutil"
 )
 
 // EndpointConfig describes a sandbox's interface on a network. NetNS is
@@ -51,6 +53,7 @@ type Endpoint struct {
 	hostIndex uint32
 	ifName    string
 	ifIndex   uint32
+	nsID      nsutil.ID // identity of the sandbox namespace
 	mac       net.HardwareAddr
 	ipv4      netip.Prefix
 	ipv6      netip.Prefix

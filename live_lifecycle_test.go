@@ -2,7 +2,9 @@ package bridge_test
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 
@@ -31,7 +33,53 @@ func TestLiveDetachAfterSandboxIsGone(t *testing.T) {
 	if err := ep.Detach(ctx); err != nil {
 		t.Fatalf("Detach with the sandbox gone: %v", err)
 	}
+	if err := d.Reclaim(ctx); err != nil {
+		t.Fatal(err)
+	}
 	hostHoldsOnly(t, host, "nlbt0")
+}
+
+func TestLiveDetachFreesNameAndAddressAtOnce(t *testing.T) {
+	d, host := hostDriver(t)
+	n := createNetwork(t, d, dual)
+	sb, peer := testenv.NetNS(t, "sb"), testenv.NetNS(t, "peer")
+	attach(t, n, bridge.EndpointConfig{NetNS: peer.Path()})
+	cfg := bridge.EndpointConfig{NetNS: sb.Path(), IfName: "eth0", IPv4: netip.MustParsePrefix("172.29.0.77/24"),
+		IPv6: netip.MustParsePrefix("fd29::77/64"), Advertise: &bridge.Advertise{}}
+	old, err := n.Attach(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Detach(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// At once: same sandbox, same name and addresses, new MAC.
+	cfg.MAC = net.HardwareAddr{2, 0, 0, 0, 0x77, 0x77}
+	ep := attach(t, n, cfg)
+	if err := testenv.Ping(peer, ep.IPv4().Addr(), timeout); err != nil {
+		t.Errorf("successor unreachable over IPv4: %v", err)
+	}
+	if err := testenv.Ping(peer, ep.IPv6().Addr(), timeout); err != nil {
+		t.Errorf("successor unreachable over IPv6: %v", err)
+	}
+	// The retired interface is down, nameless to traffic, and goes away.
+	for _, l := range testenv.Links(t, sb) {
+		if strings.HasPrefix(l, "nlbd") {
+			if out := testenv.IP(t, sb, "link", "show", l); strings.Contains(out, ",UP") {
+				t.Errorf("retired %s is up: %s", l, out)
+			}
+		}
+	}
+	if r := testenv.IP(t, sb, "route", "show"); strings.Count(r, "\n") != 2 || !strings.Contains(r, "dev eth0") {
+		t.Errorf("routes besides the successor's:\n%s", r)
+	}
+	if err := d.Reclaim(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if l := testenv.Links(t, sb); len(l) != 2 {
+		t.Errorf("after Reclaim the sandbox holds %v, want lo and eth0", l)
+	}
+	_ = host
 }
 
 func TestLiveDeleteNetworkRemovesAllEndpoints(t *testing.T) {
@@ -112,6 +160,9 @@ func TestLiveConcurrentAttachDetach(t *testing.T) {
 		wg.Go(func() { errs[i] = eps[i].Detach(ctx) })
 	}
 	wg.Wait()
+	if err := d.Reclaim(ctx); err != nil {
+		t.Fatal(err)
+	}
 	for i, err := range errs {
 		if err != nil {
 			t.Errorf("detach %d: %v", i, err)

@@ -3,6 +3,7 @@ package bridge_test
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -142,7 +143,7 @@ func TestLiveTwoSandboxesTalk(t *testing.T) {
 		}
 	}
 
-	// Detach takes everything from the sandbox; Delete everything from the host.
+	// Detach cuts the sandbox off at once; the devices go soon after.
 	for _, e := range []*bridge.Endpoint{e1, e2} {
 		if err := e.Detach(ctx); err != nil {
 			t.Fatal(err)
@@ -150,6 +151,17 @@ func TestLiveTwoSandboxesTalk(t *testing.T) {
 		if err := e.Detach(ctx); err != nil {
 			t.Errorf("second Detach: %v", err)
 		}
+	}
+	for _, sb := range []*nsutil.NS{s1, s2} {
+		if l := testenv.Links(t, sb); slices.Contains(l, "eth0") {
+			t.Errorf("eth0 still in the sandbox after Detach: %v", l)
+		}
+		if a := testenv.IP(t, sb, "addr", "show", "scope", "global"); strings.Contains(a, "inet") {
+			t.Errorf("addresses left after Detach:\n%s", a)
+		}
+	}
+	if err := d.Reclaim(ctx); err != nil {
+		t.Fatal(err)
 	}
 	testenv.OnlyLoopback(t, s1)
 	testenv.OnlyLoopback(t, s2)

@@ -315,8 +315,9 @@ func (n *Network) natNetwork() nat.Network {
 		Internal: n.cfg.Internal, SNAT4: n.cfg.HostIPv4, SNAT6: n.cfg.HostIPv6}
 }
 
-// Delete removes every endpoint of the network in one group delete, then
-// the bridge unless it was adopted (from an adopted bridge it removes only
+// Delete removes every endpoint of the network in one group delete (and
+// the devices of endpoints detached earlier), then the bridge unless it was
+// adopted (from an adopted bridge it removes only
 // the addresses it added). Deleting twice is not an error.
 func (n *Network) Delete(ctx context.Context) error {
 	op := "delete network " + n.cfg.Name
@@ -339,6 +340,10 @@ func (n *Network) Delete(ctx context.Context) error {
 	}
 	err := n.d.withConn(func(c *netlink.Conn) error {
 		if err := link.DeleteGroup(c, n.group); err != nil {
+			return err
+		}
+		// Endpoints detached earlier may still await the reclaimer.
+		if err := link.DeleteGroup(c, reclaimGroup); err != nil {
 			return err
 		}
 		if !n.adopted {

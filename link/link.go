@@ -209,3 +209,28 @@ func groupAttr(group uint32) []byte {
 	b, _ := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.IFLA_GROUP, Data: nlenc.Uint32Bytes(group)}})
 	return b
 }
+
+// RetireHostEndMsg builds an RTM_NEWLINK that takes a bridge port out of
+// service at once: off its bridge (IFLA_MASTER 0), down, and into link
+// group group, to be deleted later with others by DeleteGroup.
+func RetireHostEndMsg(index, group uint32) netlink.Message {
+	b := ifinfo(unix.AF_UNSPEC, index, 0, unix.IFF_UP)
+	a, _ := netlink.MarshalAttributes([]netlink.Attribute{
+		{Type: unix.IFLA_MASTER, Data: nlenc.Uint32Bytes(0)},
+		{Type: unix.IFLA_GROUP, Data: nlenc.Uint32Bytes(group)},
+	})
+	return netlink.Message{Header: netlink.Header{Type: unix.RTM_NEWLINK, Flags: nl.Change}, Data: append(b, a...)}
+}
+
+// RetireMsgs builds the requests that take a device out of the way in its
+// namespace: down (which also drops its routes and IPv6 addresses), then
+// renamed to name (a device must be down to be renamed), freeing its name
+// for a successor.
+func RetireMsgs(index uint32, name string) []netlink.Message {
+	down := netlink.Message{Header: netlink.Header{Type: unix.RTM_NEWLINK, Flags: nl.Change},
+		Data: ifinfo(unix.AF_UNSPEC, index, 0, unix.IFF_UP)}
+	a, _ := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.IFLA_IFNAME, Data: nlenc.Bytes(name)}})
+	rename := netlink.Message{Header: netlink.Header{Type: unix.RTM_NEWLINK, Flags: nl.Change},
+		Data: append(ifinfo(unix.AF_UNSPEC, index, 0, 0), a...)}
+	return []netlink.Message{down, rename}
+}

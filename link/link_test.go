@@ -240,3 +240,20 @@ func TestGetIndexDecodesPortState(t *testing.T) {
 		t.Errorf("request index = %d", nlenc.Uint32(r.Reqs[0].Data[4:8]))
 	}
 }
+
+func TestRetireMessages(t *testing.T) {
+	m := link.RetireHostEndMsg(7, 0x6e6c0000)
+	a := nltestutil.Attrs(t, m.Data[16:])
+	if m.Header.Type != unix.RTM_NEWLINK || nlenc.Uint32(m.Data[4:8]) != 7 || nlenc.Uint32(m.Data[8:12]) != 0 ||
+		nlenc.Uint32(m.Data[12:16]) != unix.IFF_UP || nlenc.Uint32(a[unix.IFLA_MASTER]) != 0 || len(a[unix.IFLA_MASTER]) != 4 ||
+		nlenc.Uint32(a[unix.IFLA_GROUP]) != 0x6e6c0000 || len(a) != 2 {
+		t.Errorf("RetireHostEndMsg: %x %v; want index 7 down, master 0, group 0x6e6c0000", m.Data[:16], a)
+	}
+	ms := link.RetireMsgs(2, "nlbd1234567")
+	if len(ms) != 2 || nlenc.Uint32(ms[0].Data[12:16]) != unix.IFF_UP || nlenc.Uint32(ms[0].Data[8:12]) != 0 || len(ms[0].Data) != 16 {
+		t.Fatalf("first message must only set index 2 down: %+v", ms)
+	}
+	if a := nltestutil.Attrs(t, ms[1].Data[16:]); nlenc.Uint32(ms[1].Data[4:8]) != 2 || nlenc.String(a[unix.IFLA_IFNAME]) != "nlbd1234567" {
+		t.Errorf("rename = %v", a)
+	}
+}

@@ -17,27 +17,26 @@ const (
 
 	ctaTupleIP = 1
 	ctaIPv4Src = 1
-	ctaIPv4Dst = 2
 	ctaIPv6Src = 3
-	ctaIPv6Dst = 4
 
 	ctaFilterOrigFlags  = 1
 	ctaFilterReplyFlags = 2
 	ctaFilterFlagIPSrc  = 1 << 0
-	ctaFilterFlagIPDst  = 1 << 1
 
 	ipctnlMsgCtDelete = 2
 )
 
 // FlushConntrackMsgs builds the deletes of every conntrack entry involving
-// addr: as original source (its outbound flows), original destination
-// (flows to it) and reply source (DNAT'ed flows to a published port). The
-// kernel runs each as a filtered flush (Linux 6.8+).
+// addr: as original source (its outbound flows, NATed or not) and as reply
+// source (every flow to it: routed ones, whose reply source is their
+// original destination, and DNAT'ed ones to a published port). The kernel
+// runs each as a filtered flush (Linux 6.8+), a walk of the whole conntrack
+// table, so there are as few as that.
 func FlushConntrackMsgs(addr netip.Addr) []netlink.Message {
 	addr = addr.Unmap()
-	family, src, dst := uint8(unix.AF_INET), uint16(ctaIPv4Src), uint16(ctaIPv4Dst)
+	family, src := uint8(unix.AF_INET), uint16(ctaIPv4Src)
 	if addr.Is6() {
-		family, src, dst = unix.AF_INET6, ctaIPv6Src, ctaIPv6Dst
+		family, src = unix.AF_INET6, ctaIPv6Src
 	}
 	del := func(tuple, ipAttr, filterAttr uint16, flag uint32) netlink.Message {
 		ae := netlink.NewAttributeEncoder()
@@ -61,7 +60,6 @@ func FlushConntrackMsgs(addr netip.Addr) []netlink.Message {
 	}
 	return []netlink.Message{
 		del(ctaTupleOrig, src, ctaFilterOrigFlags, ctaFilterFlagIPSrc),
-		del(ctaTupleOrig, dst, ctaFilterOrigFlags, ctaFilterFlagIPDst),
 		del(ctaTupleReply, src, ctaFilterReplyFlags, ctaFilterFlagIPSrc),
 	}
 }

@@ -56,13 +56,18 @@ func (ns *NS) FD() int { return int(ns.f.Fd()) }
 // to it exist.
 func (ns *NS) Close() error { return ns.f.Close() }
 
-// Same reports whether ns and other are the same namespace.
-func (ns *NS) Same(other *NS) bool {
-	var a, b unix.Stat_t
-	if unix.Fstat(ns.FD(), &a) != nil || unix.Fstat(other.FD(), &b) != nil {
-		return false
+// ID identifies a namespace: two handles with equal IDs are the same
+// namespace. The zero ID matches no namespace.
+type ID struct{ Dev, Ino uint64 }
+
+// ID returns the namespace's identity (the device and inode of its nsfs
+// file).
+func (ns *NS) ID() ID {
+	var st unix.Stat_t
+	if unix.Fstat(ns.FD(), &st) != nil {
+		return ID{}
 	}
-	return a.Dev == b.Dev && a.Ino == b.Ino
+	return ID{st.Dev, st.Ino}
 }
 
 // Dial opens a netlink socket of the given family (unix.NETLINK_ROUTE,
