@@ -2,7 +2,11 @@ module github.com/nlbridge/bridge/bench
 
 go 1.26.0
 
-require github.com/nlbridge/bridge v0.0.0
+require (
+	github.com/nlbridge/bridge v0.0.0
+	github.com/vishvananda/netlink v1.3.1
+	github.com/vishvananda/netns v0.0.5
+)
 
 require (
 	github.com/google/go-cmp v0.7.0 // indirect
