@@ -10,7 +10,10 @@ import (
 )
 
 // linkLocal6 is the IPv6 link-local prefix every bridge also carries.
-var linkLocal6 = netip.MustParsePrefix("fe80::/64")
+var (
+	linkLocal6      = netip.MustParsePrefix("fe80::/64")
+	bridgeLinkLocal = netip.MustParseAddr("fe80::1") // the bridge's, with IPv6
+)
 
 // checkName validates an interface name as the kernel would (dev_valid_name).
 func checkName(op, field, name string) error {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -34,31 +33,18 @@ func Create(dir, name string) (*NS, error) {
 	}
 	f.Close()
 
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		home, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer unix.Close(home)
+	// A thread leaves its namespace for a new one, which the bind mount
+	// pins at path before the thread returns home.
+	err = onThread(func() error {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("unshare: %w", err)
-			return
+			return fmt.Errorf("unshare: %w", err)
 		}
+		return nil
+	}, func() error {
 		self := "/proc/self/task/" + strconv.Itoa(unix.Gettid()) + "/ns/net"
-		merr := unix.Mount(self, path, "none", unix.MS_BIND, "")
-		if err := unix.Setns(home, unix.CLONE_NEWNET); err != nil {
-			errc <- errors.Join(merr, err) // thread stays locked and dies
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- merr
-	}()
-	if err := <-errc; err != nil {
+		return unix.Mount(self, path, "none", unix.MS_BIND, "")
+	})
+	if err != nil {
 		os.Remove(path)
 		return nil, fmt.Errorf("create netns %s: %w", path, err)
 	}

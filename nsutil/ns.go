@@ -81,6 +81,18 @@ func (ns *NS) Dial(family int) (*netlink.Conn, error) {
 // namespace after Do returns. The caller's thread never changes namespace; if
 // the helper thread cannot return to its own namespace it is discarded.
 func (ns *NS) Do(fn func() error) error {
+	return onThread(func() error {
+		if err := unix.Setns(ns.FD(), unix.CLONE_NEWNET); err != nil {
+			return fmt.Errorf("setns %s: %w", ns.path, err)
+		}
+		return nil
+	}, fn)
+}
+
+// onThread runs enter and then fn on a fresh locked thread, and returns the
+// thread to its namespace afterwards. A thread that cannot return stays
+// locked, so the runtime discards it with the goroutine.
+func onThread(enter, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -91,14 +103,15 @@ func (ns *NS) Do(fn func() error) error {
 			return
 		}
 		defer unix.Close(home)
-		if err := unix.Setns(ns.FD(), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("setns %s: %w", ns.path, err)
+		if err := enter(); err != nil {
+			if unix.Setns(home, unix.CLONE_NEWNET) == nil {
+				runtime.UnlockOSThread()
+			}
+			errc <- err
 			return
 		}
 		ferr := fn()
 		if err := unix.Setns(home, unix.CLONE_NEWNET); err != nil {
-			// Leave the thread locked: it exits with this goroutine.
 			errc <- errors.Join(ferr, fmt.Errorf("setns back: %w", err))
 			return
 		}

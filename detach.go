@@ -14,6 +14,61 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// flushReused deletes stale conntrack entries (UDP flows, NAT bindings) of
+// addresses that an earlier endpoint of the network had.
+func (e *Endpoint) flushReused() error {
+	n := e.n
+	n.mu.Lock()
+	var reused []netip.Addr
+	for _, a := range []netip.Addr{e.ipv4.Addr(), e.ipv6.Addr()} {
+		if a.IsValid() && n.released[a] {
+			reused = append(reused, a)
+		}
+	}
+	n.mu.Unlock()
+	return n.d.flushConntrack(reused...)
+}
+
+// cutOff stops the endpoint's announcements and removes its firewall
+// elements and conntrack entries: after it, no traffic is NATed to it.
+func (e *Endpoint) cutOff() error {
+	e.stopAdvertising()
+	return errors.Join(e.unpublish(), e.n.d.flushConntrack(e.ipv4.Addr(), e.ipv6.Addr()))
+}
+
+// Detach removes the endpoint. It returns as soon as the endpoint is cut
+// off: announcements stopped, firewall elements and conntrack entries
+// gone, the sandbox interface down, renamed and without addresses (so the
+// sandbox can take a new endpoint with the same name and addresses at
+// once), the host end off the bridge. The driver deletes the veth pair
+// shortly after, together with others (see reclaim.go). Detach is
+// idempotent, and succeeds when the sandbox namespace is already gone.
+func (e *Endpoint) Detach(ctx context.Context) error {
+	if !e.markDetached() {
+		return nil
+	}
+	n := e.n
+	op := "detach " + e.hostName + " from " + n.cfg.Name
+	if err := e.cutOff(); err != nil {
+		e.mu.Lock()
+		e.detached = false
+		e.mu.Unlock()
+		return kernel(op, err)
+	}
+	err := e.retire()
+	if err != nil { // fall back to deleting the pair now
+		err = n.d.withConn(func(c *netlink.Conn) error { return link.Delete(c, e.hostIndex) })
+	}
+	if err != nil {
+		e.mu.Lock()
+		e.detached = false
+		e.mu.Unlock()
+		return kernel(op, err)
+	}
+	n.release(e)
+	return nil
+}
+
 // Deleting one veth costs the kernel 15-30 ms (RCU grace periods in device
 // unregistration), while deleting a link group costs about 0.5 ms per
 // device. So Detach only retires an endpoint, which is immediate, and a
