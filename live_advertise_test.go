@@ -188,7 +188,7 @@ func TestLiveCloseStopsAnnouncements(t *testing.T) {
 	}
 	capture := testenv.StartCapture(t, host, "nlbt0")
 	ep, err := n.Attach(ctx, bridge.EndpointConfig{NetNS: testenv.NetNS(t, "sb").Path(),
-		Advertise: &bridge.Advertise{Count: 3, Interval: 300 * time.Millisecond}})
+		Advertise: &bridge.Advertise{Count: 3, Interval: 400 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,10 +196,11 @@ func TestLiveCloseStopsAnnouncements(t *testing.T) {
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if took := time.Since(t0); took > 200*time.Millisecond {
+	// Waiting for the two resends would take at least 800 ms.
+	if took := time.Since(t0); took > 500*time.Millisecond {
 		t.Errorf("Close took %v: it waited for the announcements instead of cancelling them", took)
 	}
-	time.Sleep(800 * time.Millisecond)
+	time.Sleep(1000 * time.Millisecond)
 	count := 0
 	for _, a := range announcements(t, capture.Stop()) {
 		if a.mac.String() == ep.MAC().String() {
