@@ -10,7 +10,7 @@ export GOFLAGS := -buildvcs=false
 # conntrack).
 deps:
 	@command -v ip >/dev/null && command -v nft >/dev/null && command -v conntrack >/dev/null || \
-		(apt-get update && apt-get install -y iproute2 nftables conntrack)
+		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y iproute2 nftables conntrack)
 
 vet:
 	$(GO) vet ./...
