@@ -16,6 +16,8 @@
 // that creates the whole veth pair with the peer born in the sandbox, and
 // one batched sendmsg that configures the sandbox side. Each network's
 // host-side devices share a link group, so Network.Delete is one request.
+// Detach cuts an endpoint off at once and leaves the slow part, deleting
+// the veth pair, to a driver goroutine that deletes many in one request.
 //
 // # Errors
 //
