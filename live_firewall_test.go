@@ -334,3 +334,50 @@ func portRange(t *testing.T, ns *nsutil.NS) (uint16, uint16) {
 	}
 	return lo, hi
 }
+
+func TestLiveDefaultHostIP(t *testing.T) {
+	d, host, out := fwEnv(t)
+	n := createNetwork(t, d, bridge.NetworkConfig{Name: "nlbtd", IPv4: netip.MustParsePrefix("10.89.0.1/24"),
+		IPv6: netip.MustParsePrefix("fd89::1/64"), DefaultHostIP: testenv.UplinkIPv4})
+	sb := testenv.NetNS(t, "sb")
+	ep := attach(t, n, bridge.EndpointConfig{NetNS: sb.Path(), Ports: []bridge.PortMapping{{Proto: bridge.TCP, HostPort: 8070, ContainerPort: 80}}})
+	if ps := ep.Ports(); len(ps) != 1 || ps[0].HostIP != testenv.UplinkIPv4 || ps[0].HostPort != 8070 {
+		t.Fatalf("Ports() = %v, want only %s:8070", ps, testenv.UplinkIPv4)
+	}
+	testenv.Listen(t, sb, netip.AddrPortFrom(ep.IPv4().Addr(), 80))
+	if _, err := testenv.Dial(out, netip.AddrPortFrom(testenv.UplinkIPv4, 8070), timeout); err != nil {
+		t.Errorf("published on DefaultHostIP, unreachable there: %v", err)
+	}
+	// Another host address (the gateway's) does not forward the port.
+	if _, err := testenv.Dial(host, netip.AddrPortFrom(netip.MustParseAddr("10.89.0.1"), 8070), short); err == nil {
+		t.Error("port published on every host address despite DefaultHostIP")
+	}
+}
+
+func TestLiveIsolatedGatewayMode(t *testing.T) {
+	d, host, out := fwEnv(t)
+	n := createNetwork(t, d, bridge.NetworkConfig{Name: "nlbto", IPv4: netip.MustParsePrefix("10.90.0.1/24"),
+		GatewayModeIPv4: bridge.Isolated})
+	if a := testenv.IP(t, host, "-4", "addr", "show", "dev", "nlbto"); strings.Contains(a, "10.90.0.1") {
+		t.Errorf("isolated mode put a gateway address on the bridge:\n%s", a)
+	}
+	a, b := testenv.NetNS(t, "a"), testenv.NetNS(t, "b")
+	ea := attach(t, n, bridge.EndpointConfig{NetNS: a.Path()})
+	eb := attach(t, n, bridge.EndpointConfig{NetNS: b.Path()})
+	if r := testenv.IP(t, a, "route", "show", "default"); r != "" {
+		t.Errorf("isolated mode added a default route: %s", r)
+	}
+	// Sandboxes on the bridge still talk to each other; nothing leaves.
+	if err := testenv.Ping(a, eb.IPv4().Addr(), timeout); err != nil {
+		t.Errorf("sandboxes on an isolated network cannot talk: %v", err)
+	}
+	testenv.IP(t, host, "addr", "add", "10.90.0.254/24", "dev", "nlbto") // a way out, to show the firewall blocks it
+	testenv.IP(t, a, "route", "add", "default", "via", "10.90.0.254")
+	ap := netip.AddrPortFrom(testenv.OutsideIPv4, 9004)
+	_, stop, _ := testenv.Serve(out, ap)
+	defer stop()
+	if _, err := testenv.Dial(a, ap, short); err == nil {
+		t.Error("isolated network reached the outside")
+	}
+	_ = ea
+}

@@ -72,6 +72,17 @@ var dual = bridge.NetworkConfig{
 func TestLiveTwoSandboxesTalk(t *testing.T) {
 	d, host := hostDriver(t)
 	n := createNetwork(t, d, dual)
+	brMAC := func() string {
+		f := strings.Fields(testenv.IP(t, host, "-o", "link", "show", "nlbt0"))
+		return f[slices.Index(f, "link/ether")+1]
+	}
+	macBefore := brMAC()
+	for key, want := range map[string]string{"net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "1",
+		"net.ipv6.conf.nlbt0.accept_ra": "0", "net.ipv6.conf.nlbt0.disable_ipv6": "0"} {
+		if v, err := host.ReadSysctl(key); err != nil || v != want {
+			t.Errorf("host %s = %q (%v), want %s", key, v, err, want)
+		}
+	}
 	s1, s2 := testenv.NetNS(t, "s1"), testenv.NetNS(t, "s2")
 	e1 := attach(t, n, bridge.EndpointConfig{NetNS: s1.Path(), IPv4: netip.MustParsePrefix("172.29.0.2/24"),
 		IPv6: netip.MustParsePrefix("fd29::2/64")})
@@ -88,6 +99,10 @@ func TestLiveTwoSandboxesTalk(t *testing.T) {
 		if want := "02:42:" + strings.Join([]string{hex2(a[0]), hex2(a[1]), hex2(a[2]), hex2(a[3])}, ":"); e.MAC().String() != want {
 			t.Errorf("MAC = %s, want %s", e.MAC(), want)
 		}
+	}
+
+	if m := brMAC(); m != macBefore {
+		t.Errorf("bridge MAC changed from %s to %s as ports joined: not pinned", macBefore, m)
 	}
 
 	// What the kernel holds, seen through iproute2.
