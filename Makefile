@@ -4,7 +4,7 @@
 GO ?= go
 export GOFLAGS := -buildvcs=false
 
-.PHONY: demo test deps vet bench
+.PHONY: demo test deps vet bench bench-peers
 
 # deps installs what the tests use as independent oracles (iproute2, nft,
 # conntrack).
@@ -27,3 +27,16 @@ test: deps vet
 # points (default 0,1000,5000).
 bench: deps
 	cd bench && $(GO) test -run '^$$' -bench . -benchtime 200x -timeout 60m .
+
+# bench-peers also runs the exec-based peers on the same workload (NAT and
+# one published port): the CNI bridge + host-local + portmap plugins
+# v1.9.1, built from the Go module proxy, and netavark (Debian package).
+PEERS := $(CURDIR)/bench/.peers/bin
+bench-peers: deps
+	@command -v iptables >/dev/null && test -x /usr/lib/podman/netavark || \
+		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y iptables netavark)
+	GOBIN=$(PEERS) $(GO) install github.com/containernetworking/plugins/plugins/main/bridge@v1.9.1 \
+		github.com/containernetworking/plugins/plugins/ipam/host-local@v1.9.1 \
+		github.com/containernetworking/plugins/plugins/meta/portmap@v1.9.1
+	cd bench && NLB_CNI_BIN=$(PEERS) NLB_BENCH_SCALES=0 $(GO) test -run '^$$' \
+		-bench 'PeerAttach|Attach/mode=nat|BaselineAttach|Detach' -benchtime 50x -timeout 60m .

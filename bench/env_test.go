@@ -117,14 +117,47 @@ func (w *world) cfg(sb *nsutil.NS, nat bool) bridge.EndpointConfig {
 // latencies collects per-operation times and reports percentiles.
 type latencies []time.Duration
 
-func (l latencies) report(b *testing.B, name string) {
+// summary holds every reported percentile, for the table printed at exit.
+var summary []row
+
+type row struct {
+	bench, op     string
+	p50, p90, p99 time.Duration
+}
+
+func (l latencies) report(b *testing.B, op string) {
 	if len(l) == 0 {
 		return
 	}
 	s := slices.Clone(l)
 	slices.Sort(s)
-	b.ReportMetric(float64(s[len(s)/2].Microseconds())/1000, name+"-p50-ms")
-	b.ReportMetric(float64(s[(len(s)-1)*99/100].Microseconds())/1000, name+"-p99-ms")
+	p := func(q int) time.Duration { return s[(len(s)-1)*q/100] }
+	b.ReportMetric(float64(p(50).Microseconds())/1000, op+"-p50-ms")
+	b.ReportMetric(float64(p(99).Microseconds())/1000, op+"-p99-ms")
+	summary = append(summary, row{b.Name(), op, p(50), p(90), p(99)})
+}
+
+// TestMain prints the benchmarks' percentiles as a markdown table.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if len(summary) > 0 {
+		fmt.Println("\n| benchmark | op | p50 ms | p90 ms | p99 ms |\n| --- | --- | ---: | ---: | ---: |")
+		last := map[string]row{} // the final (largest b.N) run of each
+		var order []string
+		for _, r := range summary {
+			k := r.bench + " " + r.op
+			if _, seen := last[k]; !seen {
+				order = append(order, k)
+			}
+			last[k] = r
+		}
+		ms := func(d time.Duration) string { return fmt.Sprintf("%.3f", float64(d.Microseconds())/1000) }
+		for _, k := range order {
+			r := last[k]
+			fmt.Printf("| %s | %s | %s | %s | %s |\n", r.bench, r.op, ms(r.p50), ms(r.p90), ms(r.p99))
+		}
+	}
+	os.Exit(code)
 }
 
 func scales() []int {
