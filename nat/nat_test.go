@@ -191,3 +191,12 @@ func TestConntrackFlushMessages(t *testing.T) {
 		}
 	}
 }
+
+func TestModeString(t *testing.T) {
+	for m, want := range map[nat.Mode]string{nat.NAT: "nat", nat.NATUnprotected: "nat-unprotected", nat.Routed: "routed",
+		nat.Isolated: "isolated", 9: "mode(9)"} {
+		if m.String() != want {
+			t.Errorf("%d.String() = %q, want %q", m, m.String(), want)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package nat
 
 import (
 	"net/netip"
+	"strconv"
 
 	"github.com/google/nftables"
 )
@@ -34,7 +35,7 @@ func (m Mode) String() string {
 	case Isolated:
 		return "isolated"
 	}
-	return "mode(" + string(rune('0'+m)) + ")"
+	return "mode(" + strconv.Itoa(int(m)) + ")"
 }
 
 // Network is the firewall's view of one bridge network.
