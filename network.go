@@ -213,19 +213,6 @@ func (n *Network) setup(op string, c *netlink.Conn) (err error) {
 		n.group = br.Group // ours from an earlier run: keep its group
 	}
 
-	if err := n.d.host.WriteSysctls(n.bridgeSysctls()...); err != nil {
-		return kernel(op, err)
-	}
-	if fw := n.d.fw; fw != nil {
-		if err := fw.AddNetwork(n.natNetwork()); err != nil {
-			return kernel(op, err)
-		}
-		defer func() {
-			if err != nil {
-				fw.RemoveNetwork(n.natNetwork())
-			}
-		}()
-	}
 	var have []addr.Addr
 	if !created {
 		if have, err = addr.List(c, br.Index); err != nil {
@@ -253,6 +240,19 @@ func (n *Network) setup(op string, c *netlink.Conn) (err error) {
 			add = append(add, want)
 			msgs = append(msgs, addr.AddMsg(br.Index, want))
 		}
+	}
+	if err := n.d.host.WriteSysctls(n.bridgeSysctls()...); err != nil {
+		return kernel(op, err)
+	}
+	if fw := n.d.fw; fw != nil {
+		if err := fw.AddNetwork(n.natNetwork()); err != nil {
+			return kernel(op, err)
+		}
+		defer func() {
+			if err != nil {
+				fw.RemoveNetwork(n.natNetwork())
+			}
+		}()
 	}
 	if len(msgs) == 0 {
 		return nil
