@@ -26,14 +26,14 @@ func (e *Endpoint) flushReused() error {
 		}
 	}
 	n.mu.Unlock()
-	return n.d.flushConntrack(reused...)
+	return n.d.flushConntrack(false, reused...) // its predecessor's own flows went at its detach
 }
 
 // cutOff stops the endpoint's announcements and removes its firewall
 // elements and conntrack entries: after it, no traffic is NATed to it.
 func (e *Endpoint) cutOff() error {
 	e.stopAdvertising()
-	return errors.Join(e.unpublish(), e.n.d.flushConntrack(e.ipv4.Addr(), e.ipv6.Addr()))
+	return errors.Join(e.unpublish(), e.n.d.flushConntrack(true, e.ipv4.Addr(), e.ipv6.Addr()))
 }
 
 // Detach removes the endpoint. It returns as soon as the endpoint is cut

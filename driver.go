@@ -187,15 +187,15 @@ func (d *Driver) release(c *netlink.Conn, err error) {
 	}
 }
 
-// flushConntrack deletes the conntrack entries of the addresses, if the
-// firewall is on.
-func (d *Driver) flushConntrack(addrs ...netip.Addr) error {
-	if d.ct == nil {
+// flushConntrack deletes the conntrack entries of the addresses (inbound
+// ones only unless outbound), if the firewall is on.
+func (d *Driver) flushConntrack(outbound bool, addrs ...netip.Addr) error {
+	if d.ct == nil || len(addrs) == 0 {
 		return nil
 	}
 	d.ctMu.Lock()
 	defer d.ctMu.Unlock()
-	return nat.FlushConntrack(d.ct, addrs...)
+	return nat.FlushConntrack(d.ct, outbound, addrs...)
 }
 
 // withConn runs fn with a host conn.

@@ -33,6 +33,17 @@ const (
 // runs each as a filtered flush (Linux 6.8+), a walk of the whole conntrack
 // table, so there are as few as that.
 func FlushConntrackMsgs(addr netip.Addr) []netlink.Message {
+	return flushMsgs(addr, true)
+}
+
+// FlushInboundConntrackMsgs builds only the delete of entries whose reply
+// source is addr: every flow to it. That is what can appear for an address
+// after its endpoint is gone; its own outbound flows cannot.
+func FlushInboundConntrackMsgs(addr netip.Addr) []netlink.Message {
+	return flushMsgs(addr, false)
+}
+
+func flushMsgs(addr netip.Addr, outbound bool) []netlink.Message {
 	addr = addr.Unmap()
 	family, src := uint8(unix.AF_INET), uint16(ctaIPv4Src)
 	if addr.Is6() {
@@ -58,20 +69,21 @@ func FlushConntrackMsgs(addr netip.Addr) []netlink.Message {
 			Data: append([]byte{family, 1, 0, 0}, b...),
 		}
 	}
-	return []netlink.Message{
-		del(ctaTupleOrig, src, ctaFilterOrigFlags, ctaFilterFlagIPSrc),
-		del(ctaTupleReply, src, ctaFilterReplyFlags, ctaFilterFlagIPSrc),
+	msgs := []netlink.Message{del(ctaTupleReply, src, ctaFilterReplyFlags, ctaFilterFlagIPSrc)}
+	if outbound {
+		msgs = append(msgs, del(ctaTupleOrig, src, ctaFilterOrigFlags, ctaFilterFlagIPSrc))
 	}
+	return msgs
 }
 
-// FlushConntrack deletes every conntrack entry involving the addresses, in
-// one round trip on c, a NETLINK_NETFILTER conn. No entry to delete is not
-// an error.
-func FlushConntrack(c *netlink.Conn, addrs ...netip.Addr) error {
+// FlushConntrack deletes the conntrack entries involving the addresses
+// (only inbound ones unless outbound), in one round trip on c, a
+// NETLINK_NETFILTER conn. No entry to delete is not an error.
+func FlushConntrack(c *netlink.Conn, outbound bool, addrs ...netip.Addr) error {
 	var msgs []netlink.Message
 	for _, a := range addrs {
 		if a.IsValid() {
-			msgs = append(msgs, FlushConntrackMsgs(a)...)
+			msgs = append(msgs, flushMsgs(a, outbound)...)
 		}
 	}
 	if len(msgs) == 0 {

@@ -79,14 +79,22 @@ func TestLiveFlushConntrack(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if err := nat.FlushConntrack(c, netip.MustParseAddr(x)); err != nil {
+	// Inbound only: flows to x go, x's own flow stays.
+	if err := nat.FlushConntrack(c, false, netip.MustParseAddr(x)); err != nil {
 		t.Fatal(err)
 	}
 	out := conntrack(t, ns, "-L")
+	if !strings.Contains(out, "src="+x+" dst=192.0.2.9 sport=1000") || strings.Contains(out, "sport=1001") || strings.Contains(out, "sport=1002") {
+		t.Errorf("after an inbound flush of %s:\n%s", x, out)
+	}
+	if err := nat.FlushConntrack(c, true, netip.MustParseAddr(x)); err != nil {
+		t.Fatal(err)
+	}
+	out = conntrack(t, ns, "-L")
 	if strings.Contains(out, x) || !strings.Contains(out, "src=10.0.0.3") {
 		t.Errorf("after flushing %s:\n%s", x, out)
 	}
-	if err := nat.FlushConntrack(c, netip.MustParseAddr(x)); err != nil {
+	if err := nat.FlushConntrack(c, true, netip.MustParseAddr(x)); err != nil {
 		t.Errorf("flushing again (nothing left): %v", err)
 	}
 }

@@ -172,13 +172,13 @@ func TestNetworkElementsPerMode(t *testing.T) {
 
 func TestConntrackFlushMessages(t *testing.T) {
 	msgs := nat.FlushConntrackMsgs(netip.MustParseAddr("172.18.0.2"))
-	if len(msgs) != 2 {
-		t.Fatalf("%d messages, want 2 (orig src, reply src)", len(msgs))
+	if len(msgs) != 2 || len(nat.FlushInboundConntrackMsgs(netip.MustParseAddr("172.18.0.2"))) != 1 {
+		t.Fatalf("%d messages, want 2 (reply src, orig src); inbound only: 1", len(msgs))
 	}
 	for i, want := range []struct {
 		tuple, ip, filter uint16
 		flag              uint32
-	}{{1, 1, 1, 1}, {2, 1, 2, 1}} {
+	}{{2, 1, 2, 1}, {1, 1, 1, 1}} {
 		m := msgs[i]
 		if m.Header.Type != netlink.HeaderType(unix.NFNL_SUBSYS_CTNETLINK<<8|2) || !bytes.Equal(m.Data[:4], []byte{unix.AF_INET, 1, 0, 0}) {
 			t.Errorf("%d: header %v nfgenmsg %x", i, m.Header.Type, m.Data[:4])
