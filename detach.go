@@ -41,7 +41,7 @@ func (e *Endpoint) cutOff() error {
 // gone, the sandbox interface down, renamed and without addresses (so the
 // sandbox can take a new endpoint with the same name and addresses at
 // once), the host end off the bridge. The driver deletes the veth pair
-// shortly after, together with others (see reclaim.go). Detach is
+// shortly after, together with others (see reclaimLoop). Detach is
 // idempotent, and succeeds when the sandbox namespace is already gone.
 func (e *Endpoint) Detach(ctx context.Context) error {
 	if !e.markDetached() {
