@@ -15,6 +15,15 @@ import (
 
 const short = 300 * time.Millisecond // for flows that must be blocked
 
+// wait is the timeout for a flow: the full one where it must get through,
+// the short one where it must be blocked.
+func wait(passes bool) time.Duration {
+	if passes {
+		return timeout
+	}
+	return short
+}
+
 // fwEnv is a host with a driver (firewall on), an outside namespace routed
 // to it, and a check at the end that the firewall table is empty again.
 func fwEnv(t *testing.T) (*bridge.Driver, *nsutil.NS, *nsutil.NS) {
@@ -164,7 +173,7 @@ func TestLiveNATProtectsUnpublishedPorts(t *testing.T) {
 		ep := attach(t, tc.n, bridge.EndpointConfig{NetNS: sb.Path()})
 		ap := netip.AddrPortFrom(ep.IPv4().Addr(), 80)
 		testenv.Listen(t, sb, ap)
-		_, err := testenv.Dial(out, ap, short)
+		_, err := testenv.Dial(out, ap, wait(tc.reaches))
 		if reached := err == nil; reached != tc.reaches {
 			t.Errorf("%v: outside -> container %s reached=%v (%v), want %v", tc.n.Config().GatewayModeIPv4, ap, reached, err, tc.reaches)
 		}
@@ -210,7 +219,7 @@ func TestLiveDisableICC(t *testing.T) {
 		ea, _ := n.Attach(ctx, bridge.EndpointConfig{NetNS: a.Path(), Advertise: &bridge.Advertise{}})
 		eb, _ := n.Attach(ctx, bridge.EndpointConfig{NetNS: b.Path(), Advertise: &bridge.Advertise{}})
 		testenv.Listen(t, b, netip.AddrPortFrom(eb.IPv4().Addr(), 80))
-		_, err = testenv.Dial(a, netip.AddrPortFrom(eb.IPv4().Addr(), 80), short)
+		_, err = testenv.Dial(a, netip.AddrPortFrom(eb.IPv4().Addr(), 80), wait(icc))
 		if reached := err == nil; reached != icc {
 			t.Errorf("ICC=%v: sandbox to sandbox reached=%v (%v)", icc, reached, err)
 		}
@@ -261,7 +270,7 @@ func TestLiveInternalBlocksForwarding(t *testing.T) {
 		}
 		ap := netip.AddrPortFrom(testenv.OutsideIPv4, 9003)
 		_, stop, _ := testenv.Serve(out, ap)
-		_, err = testenv.Dial(sb, ap, short)
+		_, err = testenv.Dial(sb, ap, wait(!internal))
 		stop()
 		if reached := err == nil; reached == internal {
 			t.Errorf("internal=%v: sandbox -> outside reached=%v", internal, reached)
