@@ -29,26 +29,8 @@ func (n *Network) Attach(ctx context.Context, cfg EndpointConfig) (*Endpoint, er
 		return nil, &Error{Op: op, Field: "NetNS", Value: cfg.NetNS, Kind: ErrInvalid, Err: err}
 	}
 	defer ns.Close()
-	sc, err := dialRoute(ns)
-	if err != nil {
-		return nil, kernel(op, err)
-	}
-	defer sc.Close()
-
-	routes, err := route.List(sc)
-	if err != nil {
-		return nil, kernel(op, err)
-	}
 	e := &Endpoint{n: n, netns: cfg.NetNS, ifName: cfg.IfName, nsID: ns.ID()}
-	if err := n.reserve(op, e, cfg); err != nil {
-		return nil, err
-	}
-	if err := e.checkRoutes(op, routes); err != nil {
-		n.release(e)
-		return nil, err
-	}
-	if err := e.create(ctx, op, ns, sc, cfg, routes); err != nil {
-		n.release(e)
+	if err := e.create(ctx, op, ns, cfg); err != nil {
 		return nil, err
 	}
 	n.mu.Lock()

@@ -211,8 +211,17 @@ func (d *Driver) withConn(fn func(c *netlink.Conn) error) error {
 
 // dialRoute opens a NETLINK_ROUTE socket in ns with extended acks, so
 // kernel refusals carry the kernel's reason.
-func dialRoute(ns *nsutil.NS) (*netlink.Conn, error) {
-	c, err := ns.Dial(unix.NETLINK_ROUTE)
+func dialRoute(ns *nsutil.NS) (c *netlink.Conn, err error) {
+	err = ns.Do(func() error {
+		c, err = dialRouteHere()
+		return err
+	})
+	return c, err
+}
+
+// dialRouteHere is dialRoute in the calling thread's namespace.
+func dialRouteHere() (*netlink.Conn, error) {
+	c, err := netlink.Dial(unix.NETLINK_ROUTE, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/nlbridge/bridge"
 	"github.com/nlbridge/bridge/internal/testenv"
+	"github.com/nlbridge/bridge/nsutil"
 )
 
 const timeout = 2 * time.Second
@@ -79,5 +80,25 @@ func TestLiveSysctlThatDisablesIPv6DropsTheAddress(t *testing.T) {
 	ep2 := attach(t, n, bridge.EndpointConfig{NetNS: testenv.NetNS(t, "sb2").Path()})
 	if ep2.IPv6() != netip.MustParsePrefix("fd29::2/64") {
 		t.Errorf("next endpoint got %v, want the freed fd29::2/64", ep2.IPv6())
+	}
+}
+
+func TestLiveSandboxWithoutIPv6GetsIPv4Only(t *testing.T) {
+	d, _ := hostDriver(t)
+	n := createNetwork(t, d, dual)
+	sb := testenv.NetNS(t, "sb")
+	if err := sb.WriteSysctls(nsutil.Sysctl{Key: "net.ipv6.conf.all.disable_ipv6", Value: "1"},
+		nsutil.Sysctl{Key: "net.ipv6.conf.default.disable_ipv6", Value: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	ep := attach(t, n, bridge.EndpointConfig{NetNS: sb.Path()})
+	if ep.IPv6().IsValid() {
+		t.Errorf("IPv6() = %v, want none", ep.IPv6())
+	}
+	if r := testenv.IP(t, sb, "-6", "route", "show", "default"); r != "" {
+		t.Errorf("IPv6 default route without IPv6: %q", r)
+	}
+	if err := testenv.Ping(sb, dual.IPv4.Addr(), timeout); err != nil {
+		t.Error(err)
 	}
 }

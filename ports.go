@@ -93,34 +93,33 @@ func checkPorts(op string, ms []PortMapping) error {
 	return nil
 }
 
-// publish holds the host ports and adds the DNAT (or routed) elements, all
-// in one firewall batch. On failure nothing is left.
-func (e *Endpoint) publish(op string, ms []PortMapping) (err error) {
-	d := e.n.d
-	if len(ms) == 0 || d.fw == nil {
+// holdPorts takes the host ports of the mappings, each held by a bound
+// socket. It runs on a thread in the driver's namespace. On failure it
+// releases what it took.
+func (e *Endpoint) holdPorts(op string, ms []PortMapping) error {
+	for i, m := range ms {
+		if err := e.publishOne(op, fmt.Sprintf("Ports[%d]", i), m); err != nil {
+			e.releasePorts()
+			return err
+		}
+	}
+	return nil
+}
+
+// addPorts adds the DNAT (or routed) elements of the held ports in one
+// firewall batch.
+func (e *Endpoint) addPorts(op string) error {
+	if len(e.ports) == 0 {
 		return nil
 	}
-	err = d.host.Do(func() error {
-		for i, m := range ms {
-			if err := e.publishOne(op, fmt.Sprintf("Ports[%d]", i), m); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err == nil {
-		ports := make([]nat.Port, len(e.ports))
-		for i, p := range e.ports {
-			ports[i] = p.Port
-		}
-		if err = d.fw.AddPorts(ports...); err != nil {
-			err = kernel(op, err)
-		}
+	ports := make([]nat.Port, len(e.ports))
+	for i, p := range e.ports {
+		ports[i] = p.Port
 	}
-	if err != nil {
-		e.releasePorts()
+	if err := e.n.d.fw.AddPorts(ports...); err != nil {
+		return kernel(op, err)
 	}
-	return err
+	return nil
 }
 
 // publishOne installs one mapping for each family it applies to. It runs

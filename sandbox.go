@@ -19,59 +19,127 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// create makes the veth pair and configures the sandbox side; on failure
-// it deletes the pair, which takes the addresses and routes with it.
-func (e *Endpoint) create(ctx context.Context, op string, ns *nsutil.NS, sc *netlink.Conn, cfg EndpointConfig, routes []route.Route) (err error) {
+// create makes the endpoint. Everything that needs a thread in a
+// namespace happens on one thread, which enters the sandbox and then the
+// driver's namespace: the sandbox's route socket, the sysctls and the
+// sockets holding published ports. On failure it leaves nothing behind:
+// no link, address, route, port or reservation.
+func (e *Endpoint) create(ctx context.Context, op string, ns *nsutil.NS, cfg EndpointConfig) (err error) {
 	n := e.n
 	hc, err := n.d.conn()
 	if err != nil {
 		return kernel(op, err)
 	}
 	defer func() { n.d.release(hc, err) }()
-
-	if err := e.createVeth(op, ns, sc, hc, cfg.IfName == ""); err != nil {
-		return err
-	}
+	var sc *netlink.Conn
+	reserved, published := false, false
 	defer func() {
-		if err != nil {
+		if sc != nil {
+			sc.Close()
+		}
+		if err == nil {
+			return
+		}
+		if published {
+			e.unpublish()
+		}
+		e.releasePorts()
+		if e.hostIndex != 0 { // deleting the pair takes addresses and routes with it
 			link.Delete(hc, e.hostIndex)
 		}
+		if reserved {
+			n.release(e)
+		}
 	}()
-	if err := ctx.Err(); err != nil {
-		return kernel(op, err)
-	}
-
-	sysctls, err := parseSysctls(op, e.ifName, cfg.Sysctls)
+	err = ns.Do(func() error {
+		var err error
+		if sc, err = dialRouteHere(); err != nil {
+			return kernel(op, err)
+		}
+		routes, err := route.List(sc)
+		if err != nil {
+			return kernel(op, err)
+		}
+		if err := n.reserve(op, e, cfg); err != nil {
+			return err
+		}
+		reserved = true
+		if err := e.checkRoutes(op, routes); err != nil {
+			return err
+		}
+		if err := e.createVeth(op, ns, sc, hc, cfg.IfName == ""); err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return kernel(op, err)
+		}
+		if err := e.configure(op, sc, cfg, routes); err != nil {
+			return err
+		}
+		if len(cfg.Ports) == 0 || n.d.fw == nil {
+			return nil
+		}
+		if err := n.d.host.Enter(); err != nil {
+			return kernel(op, err)
+		}
+		return e.holdPorts(op, cfg.Ports)
+	})
 	if err != nil {
 		return err
-	}
-	if err := e.sandboxSysctls(op, ns, sysctls); err != nil {
-		return err
-	}
-	msgs := []netlink.Message{link.UpMsg(1)} // lo is always ifindex 1
-	for _, p := range []netip.Prefix{e.ipv4, e.ipv6} {
-		if p.IsValid() {
-			msgs = append(msgs, addr.AddMsg(e.ifIndex, p))
-		}
-	}
-	msgs = append(msgs, link.UpMsg(e.ifIndex))
-	msgs = append(msgs, e.defaultRoutes(cfg.RouteMetric, routes)...)
-	if _, err := nl.Exec(sc, msgs...); err != nil {
-		return kernel(op, err)
 	}
 	if err := e.flushReused(); err != nil {
 		return kernel(op, err)
 	}
-	if err := e.publish(op, cfg.Ports); err != nil {
+	if err := e.addPorts(op); err != nil {
 		return err
 	}
-	defer func() {
-		if err != nil {
-			e.unpublish()
-		}
-	}()
+	published = true
 	adv, _ := cfg.Advertise.resolve(op) // checked in checkEndpoint
 	return e.advertise(op, adv, ns, sc, hc)
+}
+
+// configure runs in the sandbox: it writes the sysctls, then brings up lo
+// and the interface with its addresses and default routes in one batch.
+// The IPv6 address and route come last: if the kernel refuses the address
+// because IPv6 is off in the sandbox or on the interface, the endpoint
+// goes on without IPv6.
+func (e *Endpoint) configure(op string, sc *netlink.Conn, cfg EndpointConfig, routes []route.Route) error {
+	sysctls, err := parseSysctls(op, e.ifName, cfg.Sysctls)
+	if err != nil {
+		return err
+	}
+	if err := e.writeSysctls(op, sysctls); err != nil {
+		return err
+	}
+	msgs := []netlink.Message{link.UpMsg(1)} // lo is always ifindex 1
+	if e.ipv4.IsValid() {
+		msgs = append(msgs, addr.AddMsg(e.ifIndex, e.ipv4))
+	}
+	msgs = append(msgs, link.UpMsg(e.ifIndex))
+	msgs = append(msgs, e.defaultRoute(e.ipv4, cfg.RouteMetric, routes)...)
+	v6 := len(msgs)
+	if e.ipv6.IsValid() {
+		msgs = append(msgs, addr.AddMsg(e.ifIndex, e.ipv6))
+		msgs = append(msgs, e.defaultRoute(e.ipv6, cfg.RouteMetric, routes)...)
+	}
+	_, err = nl.Exec(sc, msgs...)
+	var be *nl.BatchError
+	if errors.As(err, &be) && be.Index == v6 && (errors.Is(err, unix.EACCES) || errors.Is(err, unix.EAFNOSUPPORT)) {
+		e.dropIPv6()
+		return nil
+	}
+	if err != nil {
+		return kernel(op, err)
+	}
+	return nil
+}
+
+// dropIPv6 gives up the endpoint's IPv6 address, which the sandbox refused.
+func (e *Endpoint) dropIPv6() {
+	e.n.mu.Lock()
+	delete(e.n.used, e.ipv6.Addr())
+	e.n.mu.Unlock()
+	e.ipv6 = netip.Prefix{}
 }
 
 // createVeth creates the pair, choosing the host name at random and, when
@@ -129,38 +197,21 @@ func freeEthName(sc *netlink.Conn) (string, error) {
 	}
 }
 
-// sandboxSysctls disables IPv6 on the interface of an IPv4-only network,
-// applies the caller's sysctls, and then drops the IPv6 address if IPv6
-// ended up disabled on the interface.
-func (e *Endpoint) sandboxSysctls(op string, ns *nsutil.NS, user []nsutil.Sysctl) error {
-	v6 := "net.ipv6.conf." + dotted(e.ifName) + ".disable_ipv6"
-	var all []nsutil.Sysctl
+// writeSysctls disables IPv6 on the interface of an IPv4-only network (as
+// Docker does) and applies the caller's sysctls. It runs on a thread in the
+// sandbox.
+func (e *Endpoint) writeSysctls(op string, user []nsutil.Sysctl) error {
 	if !e.n.cfg.IPv6.IsValid() {
-		all = append(all, nsutil.Sysctl{Key: v6, Value: "1"})
-	}
-	all = append(all, user...)
-	if len(all) == 0 && !e.ipv6.IsValid() {
-		return nil
-	}
-	err := ns.Do(func() error {
-		for _, s := range all {
-			err := nsutil.WriteSysctl(s)
-			if err != nil && !(s.Key == v6 && errors.Is(err, os.ErrNotExist)) {
-				return err
-			}
+		off := nsutil.Sysctl{Key: "net.ipv6.conf." + dotted(e.ifName) + ".disable_ipv6", Value: "1"}
+		err := nsutil.WriteSysctl(off)
+		if err != nil && !errors.Is(err, os.ErrNotExist) { // no IPv6 in the kernel: nothing to disable
+			return &Error{Op: op, Field: "Sysctls", Value: off.Key + "=1", Err: err}
 		}
-		if e.ipv6.IsValid() {
-			if v, err := nsutil.ReadSysctl(v6); err != nil || v != "0" {
-				e.n.mu.Lock()
-				delete(e.n.used, e.ipv6.Addr())
-				e.n.mu.Unlock()
-				e.ipv6 = netip.Prefix{}
-			}
+	}
+	for _, s := range user {
+		if err := nsutil.WriteSysctl(s); err != nil {
+			return &Error{Op: op, Field: "Sysctls", Value: strings.Join(e.sysctlKeys(user), ","), Err: err}
 		}
-		return nil
-	})
-	if err != nil {
-		return &Error{Op: op, Field: "Sysctls", Value: strings.Join(e.sysctlKeys(user), ","), Err: err}
 	}
 	return nil
 }
@@ -173,33 +224,23 @@ func (e *Endpoint) sysctlKeys(ss []nsutil.Sysctl) []string {
 	return keys
 }
 
-// defaultRoutes builds the default routes the endpoint provides.
-func (e *Endpoint) defaultRoutes(metric uint32, existing []route.Route) []netlink.Message {
-	if e.n.cfg.Internal {
+// defaultRoute builds the default route, if any, that the endpoint
+// provides for the family of its address p.
+func (e *Endpoint) defaultRoute(p netip.Prefix, metric uint32, existing []route.Route) []netlink.Message {
+	if e.n.cfg.Internal || !p.IsValid() || !e.n.cfg.gateway(p.Addr().Is6()) {
 		return nil
 	}
-	var msgs []netlink.Message
-	for _, p := range []netip.Prefix{e.ipv4, e.ipv6} {
-		if !p.IsValid() {
-			continue
-		}
-		if !e.n.cfg.gateway(p.Addr().Is6()) {
-			continue
-		}
-		gw := e.n.cfg.IPv4.Addr()
-		if p.Addr().Is6() {
-			gw = e.n.cfg.IPv6.Addr()
-		}
-		m := metric
-		if m == 0 {
-			if hasDefault(existing, p.Addr().Is4()) {
-				continue
-			}
-			m = autoMetric
-		}
-		msgs = append(msgs, route.AddDefaultMsg(e.ifIndex, gw, m))
+	gw := e.n.cfg.IPv4.Addr()
+	if p.Addr().Is6() {
+		gw = e.n.cfg.IPv6.Addr()
 	}
-	return msgs
+	if metric == 0 {
+		if hasDefault(existing, p.Addr().Is4()) {
+			return nil
+		}
+		metric = autoMetric
+	}
+	return []netlink.Message{route.AddDefaultMsg(e.ifIndex, gw, metric)}
 }
 
 func hasDefault(routes []route.Route, v4 bool) bool {

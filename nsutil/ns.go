@@ -80,13 +80,19 @@ func (ns *NS) Dial(family int) (*netlink.Conn, error) {
 // returns fn's error. Sockets and files that fn opens stay bound to the
 // namespace after Do returns. The caller's thread never changes namespace; if
 // the helper thread cannot return to its own namespace it is discarded.
+// Within fn, Enter moves the thread on to another namespace.
 func (ns *NS) Do(fn func() error) error {
-	return onThread(func() error {
-		if err := unix.Setns(ns.FD(), unix.CLONE_NEWNET); err != nil {
-			return fmt.Errorf("setns %s: %w", ns.path, err)
-		}
-		return nil
-	}, fn)
+	return onThread(ns.Enter, fn)
+}
+
+// Enter moves the calling thread into ns. Call it only inside a Do callback,
+// whose thread Do takes home afterwards: anywhere else it would leave a Go
+// thread in the wrong namespace.
+func (ns *NS) Enter() error {
+	if err := unix.Setns(ns.FD(), unix.CLONE_NEWNET); err != nil {
+		return fmt.Errorf("setns %s: %w", ns.path, err)
+	}
+	return nil
 }
 
 // onThread runs enter and then fn on a fresh locked thread, and returns the
