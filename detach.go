@@ -37,33 +37,27 @@ func (e *Endpoint) cutOff() error {
 }
 
 // Detach removes the endpoint. It returns as soon as the endpoint is cut
-// off: announcements stopped, firewall elements and conntrack entries
-// gone, the sandbox interface down, renamed and without addresses (so the
-// sandbox can take a new endpoint with the same name and addresses at
-// once), the host end off the bridge. The driver deletes the veth pair
-// shortly after, together with others (see reclaimLoop). Detach is
+// off: announcements stopped, firewall elements gone, the host end off the
+// bridge and down, conntrack entries gone, the sandbox interface down,
+// renamed and without addresses (so the sandbox can take a new endpoint
+// with the same name and addresses at once). The driver deletes the veth
+// pair shortly after, together with others (see reclaimLoop). Detach is
 // idempotent, and succeeds when the sandbox namespace is already gone.
 func (e *Endpoint) Detach(ctx context.Context) error {
 	if !e.markDetached() {
 		return nil
 	}
 	n := e.n
-	op := "detach " + e.hostName + " from " + n.cfg.Name
-	if err := e.cutOff(); err != nil {
-		e.mu.Lock()
-		e.detached = false
-		e.mu.Unlock()
-		return kernel(op, err)
-	}
-	err := e.retire()
-	if err != nil { // fall back to deleting the pair now
-		err = n.d.withConn(func(c *netlink.Conn) error { return link.Delete(c, e.hostIndex) })
+	e.stopAdvertising()
+	err := e.unpublish()
+	if err == nil {
+		err = e.retire()
 	}
 	if err != nil {
 		e.mu.Lock()
 		e.detached = false
 		e.mu.Unlock()
-		return kernel(op, err)
+		return kernel("detach "+e.hostName+" from "+n.cfg.Name, err)
 	}
 	n.release(e)
 	return nil
@@ -85,25 +79,43 @@ const reclaimGroup = groupBase
 // reclaimDelay lets retirements accumulate into one group delete.
 const reclaimDelay = 50 * time.Millisecond
 
-// retire cuts the endpoint's links off at once. First the host end
-// leaves the bridge, goes down and joins the reclaim group; if it is gone,
-// so is the pair (its sandbox died) and there is nothing more to do.
-// Otherwise the sandbox end goes down and is renamed nlbd<hex>, so a
-// successor can take its name and addresses at once; that is done only if
-// the namespace at the sandbox path is still the one attached to (else the
-// reclaimer's delete takes the peer wherever it is).
+// retire cuts the endpoint's links off and flushes its conntrack entries.
+// First the host end leaves the bridge, goes down and joins the reclaim
+// group; if it is gone, so is the pair (its sandbox died). Once no traffic
+// can reach the endpoint, its conntrack entries are flushed, and then the
+// sandbox end goes down and is renamed nlbd<hex> without addresses. (The
+// flush, a CPU-bound walk of the whole table, is not run alongside: the
+// RCU grace periods that link changes wait for would wait for it.) If a
+// step on the links fails, the pair is deleted now instead.
 func (e *Endpoint) retire() error {
-	err := e.n.d.withConn(func(c *netlink.Conn) error {
+	d := e.n.d
+	err := d.withConn(func(c *netlink.Conn) error {
 		_, err := nl.Exec(c, link.RetireHostEndMsg(e.hostIndex, reclaimGroup))
 		return err
 	})
-	if errors.Is(err, unix.ENODEV) {
-		return nil
+	gone := errors.Is(err, unix.ENODEV)
+	if err != nil && !gone {
+		if err := e.deletePair(); err != nil {
+			return err
+		}
+		gone = true
 	}
-	if err != nil {
-		return err
+	if err == nil {
+		d.kickReclaim()
 	}
-	e.n.d.kickReclaim()
+	ctErr := d.flushConntrack(true, e.ipv4.Addr(), e.ipv6.Addr())
+	var sbErr error
+	if !gone && e.retireSandboxEnd() != nil {
+		sbErr = e.deletePair()
+	}
+	return errors.Join(ctErr, sbErr)
+}
+
+// retireSandboxEnd takes the sandbox end down and out of the way, so a
+// successor can take its name and addresses at once. That is done only if
+// the namespace at the sandbox path is still the one attached to (else the
+// reclaimer's delete takes the peer wherever it is).
+func (e *Endpoint) retireSandboxEnd() error {
 	ns, err := nsutil.Open(e.netns)
 	if err != nil {
 		return nil // the path is gone: so is anything a successor could meet
@@ -128,6 +140,17 @@ func (e *Endpoint) retire() error {
 		err = nil
 	}
 	return err
+}
+
+// deletePair deletes the veth pair now (slow: see reclaimGroup).
+func (e *Endpoint) deletePair() error {
+	return e.n.d.withConn(func(c *netlink.Conn) error {
+		err := link.Delete(c, e.hostIndex)
+		if errors.Is(err, unix.ENODEV) {
+			return nil
+		}
+		return err
+	})
 }
 
 // kickReclaim asks the reclaimer to delete retired devices soon.
