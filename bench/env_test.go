@@ -14,6 +14,8 @@ import (
 	"github.com/nlbridge/bridge"
 	"github.com/nlbridge/bridge/internal/testenv"
 	"github.com/nlbridge/bridge/nsutil"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 )
 
 var ctx = context.Background()
@@ -32,6 +34,7 @@ func sandboxes(b *testing.B, n int) []*nsutil.NS {
 // existing endpoints (one sandbox each) on other networks of up to 1,000
 // endpoints: a Linux bridge takes at most 1,024 ports.
 type world struct {
+	mode string // plain, dual (IPv4 and IPv6), nat+1port (firewall, one published port)
 	host *nsutil.NS
 	d    *bridge.Driver
 	n    *bridge.Network
@@ -44,16 +47,16 @@ var worlds = map[string]*world{}
 
 // newWorld returns the world for parent's sub-benchmark key, built on first
 // use and removed when parent ends; it waits until the kernel is idle.
-func newWorld(parent, b *testing.B, key string, existing int, firewall bool) *world {
+func newWorld(parent, b *testing.B, key string, existing int, mode string) *world {
 	b.Helper()
 	testenv.Root(b)
 	if w, ok := worlds[key]; ok {
 		settle(b, w.host)
 		return w
 	}
-	w := &world{host: testenv.NetNS(parent, "host")}
+	w := &world{mode: mode, host: testenv.NetNS(parent, "host")}
 	var err error
-	if w.d, err = bridge.Open(ctx, bridge.Options{NetNS: w.host.Path(), NoFirewall: !firewall}); err != nil {
+	if w.d, err = bridge.Open(ctx, bridge.Options{NetNS: w.host.Path(), NoFirewall: !w.nat()}); err != nil {
 		b.Fatal(err)
 	}
 	parent.Cleanup(func() { w.d.Close(); delete(worlds, key) })
@@ -67,13 +70,52 @@ func newWorld(parent, b *testing.B, key string, existing int, firewall bool) *wo
 				b.Fatal(err)
 			}
 		}
-		if _, err := fill.Attach(ctx, w.cfg(sb, firewall)); err != nil {
+		if _, err := fill.Attach(ctx, w.cfg(sb)); err != nil {
 			b.Fatal(err)
 		}
 	}
 	worlds[key] = w
+	if mode == "dual" && existing > 0 {
+		quiesce(b, w.host)
+	}
 	settle(b, w.host)
 	return w
+}
+
+// quiesce waits (up to a minute) until the host's bridges have received
+// no packet for a second. New IPv6 interfaces send router solicitations
+// for about 10 s (3, 4 s apart), each flooded to every port of the bridge
+// and processed in every sandbox: right after a world is built that storm
+// takes the CPU, which is not the steady state of a host with that many
+// endpoints.
+func quiesce(b *testing.B, host *nsutil.NS) {
+	h, err := netlink.NewHandleAt(netns.NsHandle(host.FD()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer h.Close()
+	rx := func() uint64 {
+		links, err := h.LinkList()
+		if err != nil {
+			b.Fatal(err)
+		}
+		var n uint64
+		for _, l := range links {
+			if s := l.Attrs().Statistics; l.Type() == "bridge" && s != nil {
+				n += s.RxPackets
+			}
+		}
+		return n
+	}
+	last := rx()
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); {
+		time.Sleep(time.Second)
+		now := rx()
+		if now == last {
+			return
+		}
+		last = now
+	}
 }
 
 // settle waits (up to a minute) until an RTNL-taking operation is fast
@@ -94,10 +136,17 @@ func settle(b *testing.B, host *nsutil.NS) {
 	}
 }
 
-// network makes network i: nlbbench<i> on 10.(96+i).0.0/16.
+func (w *world) nat() bool { return w.mode == "nat+1port" }
+
+// network makes network i: nlbbench<i> on 10.(96+i).0.0/16, and in dual
+// mode also fd00:<i>::/64.
 func (w *world) network(parent *testing.B, i int) (*bridge.Network, error) {
-	n, err := w.d.CreateNetwork(ctx, bridge.NetworkConfig{Name: fmt.Sprint("nlbbench", i),
-		IPv4: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(96 + i), 0, 1}), 16)})
+	cfg := bridge.NetworkConfig{Name: fmt.Sprint("nlbbench", i),
+		IPv4: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(96 + i), 0, 1}), 16)}
+	if w.mode == "dual" {
+		cfg.IPv6 = netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfd, 0, 0, byte(i), 15: 1}), 64)
+	}
+	n, err := w.d.CreateNetwork(ctx, cfg)
 	if err == nil {
 		parent.Cleanup(func() { n.Delete(ctx) })
 	}
@@ -106,9 +155,9 @@ func (w *world) network(parent *testing.B, i int) (*bridge.Network, error) {
 
 // cfg is the endpoint of the workload: no announcements (they are
 // measured separately), and with the firewall one published port.
-func (w *world) cfg(sb *nsutil.NS, nat bool) bridge.EndpointConfig {
+func (w *world) cfg(sb *nsutil.NS) bridge.EndpointConfig {
 	c := bridge.EndpointConfig{NetNS: sb.Path(), Advertise: &bridge.Advertise{}}
-	if nat {
+	if w.nat() {
 		c.Ports = []bridge.PortMapping{{Proto: bridge.TCP, HostIP: netip.IPv4Unspecified(), ContainerPort: 80}}
 	}
 	return c
@@ -137,7 +186,8 @@ func (l latencies) report(b *testing.B, op string) {
 	summary = append(summary, row{b.Name(), op, p(50), p(90), p(99)})
 }
 
-// TestMain prints the benchmarks' percentiles as a markdown table.
+// TestMain prints the benchmarks' percentiles as a markdown table and
+// plots attach latency against existing endpoints.
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if len(summary) > 0 {
@@ -152,10 +202,13 @@ func TestMain(m *testing.M) {
 			last[k] = r
 		}
 		ms := func(d time.Duration) string { return fmt.Sprintf("%.3f", float64(d.Microseconds())/1000) }
+		var rows []row
 		for _, k := range order {
 			r := last[k]
+			rows = append(rows, r)
 			fmt.Printf("| %s | %s | %s | %s | %s |\n", r.bench, r.op, ms(r.p50), ms(r.p90), ms(r.p99))
 		}
+		reportPlot(rows)
 	}
 	os.Exit(code)
 }

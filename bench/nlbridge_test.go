@@ -15,11 +15,10 @@ import (
 // several counts of endpoints already on the network. Detaches happen off
 // the clock.
 func BenchmarkAttach(parent *testing.B) {
-	for _, mode := range []string{"plain", "nat+1port"} {
+	for _, mode := range []string{"plain", "dual", "nat+1port"} {
 		for _, existing := range scales() {
 			parent.Run(name(mode, existing), func(b *testing.B) {
-				nat := mode != "plain"
-				w := newWorld(parent, b, b.Name(), existing, nat)
+				w := newWorld(parent, b, b.Name(), existing, mode)
 				sbs := sandboxes(b, b.N)
 				var lat latencies
 				var eps []*bridge.Endpoint
@@ -27,7 +26,7 @@ func BenchmarkAttach(parent *testing.B) {
 				b.ResetTimer()
 				for i := range b.N {
 					t0 := time.Now()
-					ep, err := w.n.Attach(ctx, w.cfg(sbs[i], nat))
+					ep, err := w.n.Attach(ctx, w.cfg(sbs[i]))
 					lat = append(lat, time.Since(t0))
 					if err != nil {
 						b.Fatal(err)
@@ -48,11 +47,10 @@ func BenchmarkAttach(parent *testing.B) {
 func BenchmarkDetach(parent *testing.B) {
 	for _, mode := range []string{"plain", "nat+1port"} {
 		parent.Run(name(mode, 0), func(b *testing.B) {
-			nat := mode != "plain"
-			w := newWorld(parent, b, b.Name(), 0, nat)
+			w := newWorld(parent, b, b.Name(), 0, mode)
 			var eps []*bridge.Endpoint
 			for _, sb := range sandboxes(b, b.N) {
-				ep, err := w.n.Attach(ctx, w.cfg(sb, nat))
+				ep, err := w.n.Attach(ctx, w.cfg(sb))
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -79,7 +77,7 @@ func BenchmarkDetach(parent *testing.B) {
 func BenchmarkPublishPort(parent *testing.B) {
 	for _, existing := range scales() {
 		parent.Run(name("nat", existing), func(b *testing.B) {
-			w := newWorld(parent, b, b.Name(), existing, true)
+			w := newWorld(parent, b, b.Name(), existing, "nat+1port")
 			fw := w.d.Firewall()
 			var lat latencies
 			b.ResetTimer()
@@ -106,8 +104,7 @@ func BenchmarkChurn(parent *testing.B) {
 	for _, workers := range []int{1, 2, 8} {
 		for _, mode := range []string{"plain", "nat+1port"} {
 			parent.Run(name(mode, 0)+"/workers="+strconv.Itoa(workers), func(b *testing.B) {
-				nat := mode != "plain"
-				w := newWorld(parent, b, b.Name(), 0, nat)
+				w := newWorld(parent, b, b.Name(), 0, mode)
 				sbs := sandboxes(b, b.N)
 				var wg sync.WaitGroup
 				next := make(chan int, b.N)
@@ -120,7 +117,7 @@ func BenchmarkChurn(parent *testing.B) {
 				for range workers {
 					wg.Go(func() {
 						for i := range next {
-							ep, err := w.n.Attach(ctx, w.cfg(sbs[i], nat))
+							ep, err := w.n.Attach(ctx, w.cfg(sbs[i]))
 							if err != nil {
 								b.Error(err)
 								return
