@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/nlbridge/bridge/addr"
 	"github.com/nlbridge/bridge/internal/nl"
 	"github.com/nlbridge/bridge/link"
+	"github.com/nlbridge/bridge/nat"
 	"github.com/nlbridge/bridge/nsutil"
 	"golang.org/x/sys/unix"
 )
@@ -43,23 +45,47 @@ func (e *Endpoint) cutOff() error {
 // with the same name and addresses at once). The driver deletes the veth
 // pair shortly after, together with others (see reclaimLoop). Detach is
 // idempotent, and succeeds when the sandbox namespace is already gone.
+// Driver.Detach detaches several endpoints in fewer round trips.
 func (e *Endpoint) Detach(ctx context.Context) error {
-	if !e.markDetached() {
+	return e.n.d.Detach(ctx, e)
+}
+
+// Detach detaches the endpoints, of any networks of the driver, as each
+// one's Endpoint.Detach does, with the requests of all of them in one
+// batch per kind: one firewall batch, one link request and one conntrack
+// request in the driver's namespace. Only the requests in each sandbox
+// stay one per endpoint. Endpoints already detached are skipped. On error,
+// none of the endpoints counts as detached: Detach may be called again.
+func (d *Driver) Detach(ctx context.Context, eps ...*Endpoint) error {
+	for _, e := range eps {
+		if e == nil || e.n.d != d {
+			return invalid("detach", "Endpoint", e, "nil or of another driver")
+		}
+	}
+	var todo []*Endpoint
+	for _, e := range eps {
+		if e.markDetached() {
+			todo = append(todo, e)
+		}
+	}
+	if len(todo) == 0 {
 		return nil
 	}
-	n := e.n
-	e.stopAdvertising()
-	err := e.unpublish()
-	if err == nil {
-		err = e.retire()
+	if err := d.retire(todo); err != nil {
+		for _, e := range todo {
+			e.mu.Lock()
+			e.detached = false
+			e.mu.Unlock()
+		}
+		op := "detach " + todo[0].hostName + " from " + todo[0].n.cfg.Name
+		if len(todo) > 1 {
+			op = fmt.Sprintf("detach %d endpoints", len(todo))
+		}
+		return kernel(op, err)
 	}
-	if err != nil {
-		e.mu.Lock()
-		e.detached = false
-		e.mu.Unlock()
-		return kernel("detach "+e.hostName+" from "+n.cfg.Name, err)
+	for _, e := range todo {
+		e.n.release(e)
 	}
-	n.release(e)
 	return nil
 }
 
@@ -79,36 +105,56 @@ const reclaimGroup = groupBase
 // reclaimDelay lets retirements accumulate into one group delete.
 const reclaimDelay = 50 * time.Millisecond
 
-// retire cuts the endpoint's links off and flushes its conntrack entries.
-// First the host end leaves the bridge, goes down and joins the reclaim
-// group; if it is gone, so is the pair (its sandbox died). Once no traffic
-// can reach the endpoint, its conntrack entries are flushed, and then the
+// retire cuts the endpoints off and takes their links out of the way.
+// Announcements stop and firewall elements go first. Then the host ends
+// leave their bridges, go down and join the reclaim group (a host end that
+// is gone took its pair with it: its sandbox died). Once no traffic can
+// reach the endpoints, their conntrack entries are flushed, and then each
 // sandbox end goes down and is renamed nlbd<hex> without addresses. (The
-// flush, a CPU-bound walk of the whole table, is not run alongside: the
-// RCU grace periods that link changes wait for would wait for it.) If a
-// step on the links fails, the pair is deleted now instead.
-func (e *Endpoint) retire() error {
-	d := e.n.d
-	err := d.withConn(func(c *netlink.Conn) error {
-		_, err := nl.Exec(c, link.RetireHostEndMsg(e.hostIndex, reclaimGroup))
-		return err
-	})
-	gone := errors.Is(err, unix.ENODEV)
-	if err != nil && !gone {
-		if err := e.deletePair(); err != nil {
+// flush, a CPU-bound walk of the whole table per request, is not run
+// alongside: the RCU grace periods that link changes wait for would wait
+// for it.) If a step on the links fails, pairs are deleted now instead.
+func (d *Driver) retire(eps []*Endpoint) error {
+	var ports []nat.Port
+	var addrs []netip.Addr
+	var hostEnds []netlink.Message
+	for _, e := range eps {
+		e.stopAdvertising()
+		for _, p := range e.ports {
+			ports = append(ports, p.Port)
+		}
+		addrs = append(addrs, e.ipv4.Addr(), e.ipv6.Addr())
+		hostEnds = append(hostEnds, link.RetireHostEndMsg(e.hostIndex, reclaimGroup))
+	}
+	if len(ports) > 0 {
+		if err := d.fw.RemovePorts(ports...); err != nil {
 			return err
 		}
-		gone = true
 	}
-	if err == nil {
+	for _, e := range eps {
+		e.releasePorts()
+	}
+	err := d.withConn(func(c *netlink.Conn) error {
+		_, err := nl.ExecIgnoring(c, unix.ENODEV, hostEnds...)
+		return err
+	})
+	deleted := err != nil
+	if deleted {
+		for _, e := range eps {
+			if err := e.deletePair(); err != nil {
+				return err
+			}
+		}
+	} else {
 		d.kickReclaim()
 	}
-	ctErr := d.flushConntrack(true, e.ipv4.Addr(), e.ipv6.Addr())
-	var sbErr error
-	if !gone && e.retireSandboxEnd() != nil {
-		sbErr = e.deletePair()
+	errs := []error{d.flushConntrack(true, addrs...)}
+	for _, e := range eps {
+		if !deleted && e.retireSandboxEnd() != nil {
+			errs = append(errs, e.deletePair())
+		}
 	}
-	return errors.Join(ctErr, sbErr)
+	return errors.Join(errs...)
 }
 
 // retireSandboxEnd takes the sandbox end down and out of the way, so a

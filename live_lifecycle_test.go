@@ -1,9 +1,11 @@
 package bridge_test
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -63,11 +65,10 @@ func TestLiveDetachFreesNameAndAddressAtOnce(t *testing.T) {
 		t.Errorf("successor unreachable over IPv6: %v", err)
 	}
 	// The retired interface is down, nameless to traffic, and goes away.
-	for _, l := range testenv.Links(t, sb) {
-		if strings.HasPrefix(l, "nlbd") {
-			if out := testenv.IP(t, sb, "link", "show", l); strings.Contains(out, ",UP") {
-				t.Errorf("retired %s is up: %s", l, out)
-			}
+	// (The reclaimer may delete it meanwhile: -o link show lists all at once.)
+	for _, line := range strings.Split(testenv.IP(t, sb, "-o", "link", "show"), "\n") {
+		if strings.Contains(line, " nlbd") && strings.Contains(line, ",UP") {
+			t.Errorf("retired interface is up: %s", line)
 		}
 	}
 	if r := testenv.IP(t, sb, "route", "show"); strings.Count(r, "\n") != 2 || !strings.Contains(r, "dev eth0") {
@@ -170,4 +171,61 @@ func TestLiveConcurrentAttachDetach(t *testing.T) {
 		testenv.OnlyLoopback(t, sbs[i])
 	}
 	hostHoldsOnly(t, host, "nlbt0")
+}
+
+func TestLiveDetachManyAtOnce(t *testing.T) {
+	d, host, out := fwEnv(t)
+	n1 := createNetwork(t, d, dual)
+	n2 := createNetwork(t, d, bridge.NetworkConfig{Name: "nlbt1", IPv4: netip.MustParsePrefix("10.85.0.1/24")})
+	var eps []*bridge.Endpoint
+	var sbs []*nsutil.NS
+	for i, n := range []*bridge.Network{n1, n1, n2} {
+		sb := testenv.NetNS(t, fmt.Sprint("sb", i))
+		ep := attach(t, n, bridge.EndpointConfig{NetNS: sb.Path(), IfName: "eth0", Advertise: &bridge.Advertise{},
+			Ports: []bridge.PortMapping{{Proto: bridge.TCP, HostIP: testenv.UplinkIPv4, HostPort: uint16(8081 + i), ContainerPort: 80}}})
+		testenv.Listen(t, sb, netip.AddrPortFrom(netip.IPv4Unspecified(), 80))
+		eps, sbs = append(eps, ep), append(sbs, sb)
+	}
+	published := func(i int, passes bool) error {
+		_, err := testenv.Dial(out, netip.AddrPortFrom(testenv.UplinkIPv4, uint16(8081+i)), wait(passes))
+		return err
+	}
+	for i := range eps {
+		if err := published(i, true); err != nil {
+			t.Fatalf("port %d before detach: %v", 8081+i, err)
+		}
+	}
+	if err := d.Detach(ctx, eps...); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Detach(ctx, eps[0]); err != nil {
+		t.Errorf("second Detach: %v", err)
+	}
+	for i, sb := range sbs {
+		if err := published(i, false); err == nil {
+			t.Errorf("port %d still reaches a detached endpoint", 8081+i)
+		}
+		if slices.Contains(testenv.Links(t, sb), "eth0") {
+			t.Errorf("sandbox %d still has eth0", i)
+		}
+	}
+	for _, br := range []string{"nlbt0", "nlbt1"} {
+		if ports := testenv.IP(t, host, "link", "show", "master", br); ports != "" {
+			t.Errorf("%s still has ports:\n%s", br, ports)
+		}
+	}
+	// The first sandbox takes a successor with the same name and address at once.
+	ep := attach(t, n1, bridge.EndpointConfig{NetNS: sbs[0].Path(), IfName: "eth0", IPv4: eps[0].IPv4(), Advertise: &bridge.Advertise{}})
+	if err := testenv.Ping(sbs[0], dual.IPv4.Addr(), timeout); err != nil {
+		t.Errorf("successor %s: %v", ep.IPv4(), err)
+	}
+	// Endpoints of another driver are refused, and nothing is detached.
+	other, _ := hostDriver(t)
+	foreign := attach(t, createNetwork(t, other, dual), bridge.EndpointConfig{NetNS: testenv.NetNS(t, "f").Path()})
+	if err := d.Detach(ctx, ep, foreign); !errors.Is(err, bridge.ErrInvalid) {
+		t.Errorf("Detach of another driver's endpoint: %v, want ErrInvalid", err)
+	}
+	if err := testenv.Ping(sbs[0], dual.IPv4.Addr(), timeout); err != nil {
+		t.Errorf("a refused Detach cut the successor off: %v", err)
+	}
 }

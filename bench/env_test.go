@@ -2,6 +2,8 @@ package bench
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"os"
@@ -34,52 +36,93 @@ func sandboxes(b *testing.B, n int) []*nsutil.NS {
 // existing endpoints (one sandbox each) on other networks of up to 1,000
 // endpoints: a Linux bridge takes at most 1,024 ports.
 type world struct {
+	key  string
 	mode string // plain, dual (IPv4 and IPv6), nat+1port (firewall, one published port)
 	host *nsutil.NS
 	d    *bridge.Driver
 	n    *bridge.Network
+	undo []func() // tears the world down, run last to first
 }
 
-// worlds caches one world per sub-benchmark across its b.N runs: building
-// and destroying thousands of namespaces between runs would leave the
-// kernel cleaning up (holding RTNL) while the next run is timed.
-var worlds = map[string]*world{}
+// current is the one world alive. A sub-benchmark's function runs several
+// times (b.N = 1, then the real count), all on the same world: rebuilding
+// thousands of namespaces between runs would leave the kernel cleaning up
+// (holding RTNL) while the next run is timed. Building another world tears
+// the current one down first, so each measurement sees only its own
+// world's endpoints; the parent's cleanup tears down the last.
+var current *world
 
-// newWorld returns the world for parent's sub-benchmark key, built on first
-// use and removed when parent ends; it waits until the kernel is idle.
+// newWorld returns the world for the sub-benchmark key, built on first
+// use; it waits until the kernel is idle.
 func newWorld(parent, b *testing.B, key string, existing int, mode string) *world {
 	b.Helper()
 	testenv.Root(b)
-	if w, ok := worlds[key]; ok {
-		settle(b, w.host)
-		return w
+	if current != nil && current.key == key {
+		settle(b, current.host)
+		return current
 	}
-	w := &world{mode: mode, host: testenv.NetNS(parent, "host")}
+	if current != nil {
+		current.close()
+	}
+	w := &world{key: key, mode: mode}
+	current = w
+	parent.Cleanup(func() {
+		if current == w {
+			w.close()
+		}
+	})
+	w.host = w.netns(b, "host")
 	var err error
 	if w.d, err = bridge.Open(ctx, bridge.Options{NetNS: w.host.Path(), NoFirewall: !w.nat()}); err != nil {
 		b.Fatal(err)
 	}
-	parent.Cleanup(func() { w.d.Close(); delete(worlds, key) })
-	if w.n, err = w.network(parent, 0); err != nil {
+	w.undo = append(w.undo, func() { w.d.Close() })
+	if w.n, err = w.network(0); err != nil {
 		b.Fatal(err)
 	}
 	var fill *bridge.Network
-	for i, sb := range sandboxes(parent, existing) {
+	for i := range existing {
 		if i%1000 == 0 {
-			if fill, err = w.network(parent, 1+i/1000); err != nil {
+			if fill, err = w.network(1 + i/1000); err != nil {
 				b.Fatal(err)
 			}
 		}
-		if _, err := fill.Attach(ctx, w.cfg(sb)); err != nil {
+		sb := w.netns(b, "b")
+		_, err := fill.Attach(ctx, w.cfg(sb))
+		sb.Close() // its path is enough to delete it: keep the process's fds few
+		if err != nil {
 			b.Fatal(err)
 		}
 	}
-	worlds[key] = w
 	if mode == "dual" && existing > 0 {
 		quiesce(b, w.host)
 	}
 	settle(b, w.host)
 	return w
+}
+
+// netns makes a namespace that the world's teardown deletes.
+func (w *world) netns(b *testing.B, tag string) *nsutil.NS {
+	r := make([]byte, 6)
+	rand.Read(r)
+	ns, err := nsutil.Create("", "nlbt-"+tag+"-"+hex.EncodeToString(r))
+	if err != nil {
+		b.Fatal(err)
+	}
+	path := ns.Path()
+	w.undo = append(w.undo, func() { ns.Close(); nsutil.Delete(path) })
+	return ns
+}
+
+// close tears the world down: sandboxes, networks, driver, host.
+func (w *world) close() {
+	for _, f := range slices.Backward(w.undo) {
+		f()
+	}
+	w.undo = nil
+	if current == w {
+		current = nil
+	}
 }
 
 // quiesce waits (up to a minute) until the host's bridges have received
@@ -118,11 +161,11 @@ func quiesce(b *testing.B, host *nsutil.NS) {
 	}
 }
 
-// settle waits (up to a minute) until an RTNL-taking operation is fast
+// settle waits (up to three minutes) until an RTNL-taking operation is fast
 // again, i.e. the kernel has finished destroying earlier namespaces.
 func settle(b *testing.B, host *nsutil.NS) {
 	fast := 0
-	for deadline := time.Now().Add(time.Minute); fast < 5 && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(3 * time.Minute); fast < 5 && time.Now().Before(deadline); {
 		t0 := time.Now()
 		if err := host.WriteSysctls(nsutil.Sysctl{Key: "net.ipv6.conf.lo.disable_ipv6", Value: "0"}); err != nil {
 			b.Fatal(err)
@@ -140,7 +183,7 @@ func (w *world) nat() bool { return w.mode == "nat+1port" }
 
 // network makes network i: nlbbench<i> on 10.(96+i).0.0/16, and in dual
 // mode also fd00:<i>::/64.
-func (w *world) network(parent *testing.B, i int) (*bridge.Network, error) {
+func (w *world) network(i int) (*bridge.Network, error) {
 	cfg := bridge.NetworkConfig{Name: fmt.Sprint("nlbbench", i),
 		IPv4: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(96 + i), 0, 1}), 16)}
 	if w.mode == "dual" {
@@ -148,7 +191,7 @@ func (w *world) network(parent *testing.B, i int) (*bridge.Network, error) {
 	}
 	n, err := w.d.CreateNetwork(ctx, cfg)
 	if err == nil {
-		parent.Cleanup(func() { n.Delete(ctx) })
+		w.undo = append(w.undo, func() { n.Delete(ctx) })
 	}
 	return n, err
 }

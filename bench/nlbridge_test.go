@@ -71,6 +71,36 @@ func BenchmarkDetach(parent *testing.B) {
 	}
 }
 
+// BenchmarkDetachMany times Driver.Detach of 10 endpoints at once; an
+// iteration (and each latency reported) is one endpoint's share.
+func BenchmarkDetachMany(parent *testing.B) {
+	const batch = 10
+	for _, mode := range []string{"plain", "nat+1port"} {
+		parent.Run(name(mode, 0)+"/batch=10", func(b *testing.B) {
+			w := newWorld(parent, b, b.Name(), 0, mode)
+			var eps []*bridge.Endpoint
+			for _, sb := range sandboxes(b, (b.N+batch-1)/batch*batch) {
+				ep, err := w.n.Attach(ctx, w.cfg(sb))
+				if err != nil {
+					b.Fatal(err)
+				}
+				eps = append(eps, ep)
+			}
+			var lat latencies
+			b.ResetTimer()
+			for i := 0; i < len(eps); i += batch {
+				t0 := time.Now()
+				if err := w.d.Detach(ctx, eps[i:i+batch]...); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(t0)/batch)
+			}
+			b.StopTimer()
+			lat.report(b, "detach")
+		})
+	}
+}
+
 // BenchmarkPublishPort times publishing one more port (an attach with one
 // port minus an attach without, is what users pay; this isolates the
 // firewall batch) at several counts of existing endpoints with ports.
