@@ -38,5 +38,5 @@ bench-peers: deps
 	GOBIN=$(PEERS) $(GO) install github.com/containernetworking/plugins/plugins/main/bridge@v1.9.1 \
 		github.com/containernetworking/plugins/plugins/ipam/host-local@v1.9.1 \
 		github.com/containernetworking/plugins/plugins/meta/portmap@v1.9.1
-	cd bench && NLB_CNI_BIN=$(PEERS) NLB_BENCH_SCALES=0 $(GO) test -run '^$$' \
+	cd bench && NLB_CNI_BIN=$(PEERS) NLB_BENCH_SCALES=0,1000 $(GO) test -run '^$$' \
 		-bench 'PeerAttach|Attach/mode=nat|BaselineAttach|Detach' -benchtime 50x -timeout 60m .

@@ -16,8 +16,6 @@ import (
 	"github.com/nlbridge/bridge"
 	"github.com/nlbridge/bridge/internal/testenv"
 	"github.com/nlbridge/bridge/nsutil"
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 )
 
 var ctx = context.Background()
@@ -94,9 +92,6 @@ func newWorld(parent, b *testing.B, key string, existing int, mode string) *worl
 			b.Fatal(err)
 		}
 	}
-	if mode == "dual" && existing > 0 {
-		quiesce(b, w.host)
-	}
 	settle(b, w.host)
 	return w
 }
@@ -125,58 +120,54 @@ func (w *world) close() {
 	}
 }
 
-// quiesce waits (up to a minute) until the host's bridges have received
-// no packet for a second. New IPv6 interfaces send router solicitations
-// for about 10 s (3, 4 s apart), each flooded to every port of the bridge
-// and processed in every sandbox: right after a world is built that storm
-// takes the CPU, which is not the steady state of a host with that many
-// endpoints.
-func quiesce(b *testing.B, host *nsutil.NS) {
-	h, err := netlink.NewHandleAt(netns.NsHandle(host.FD()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer h.Close()
-	rx := func() uint64 {
-		links, err := h.LinkList()
+// settle waits (up to five minutes) until the machine is idle: the kernel
+// destroys namespaces of earlier worlds in a background worker for minutes
+// after they are deleted, and new IPv6 interfaces send router
+// solicitations for about 10 s, each flooded to every port of their bridge
+// and processed in every sandbox. Neither is the steady state of a host
+// with that many endpoints.
+func settle(b *testing.B, _ *nsutil.NS) {
+	quiet := 0
+	for deadline := time.Now().Add(5 * time.Minute); quiet < 2 && time.Now().Before(deadline); {
+		idle, err := idleShare(500 * time.Millisecond)
 		if err != nil {
 			b.Fatal(err)
 		}
-		var n uint64
-		for _, l := range links {
-			if s := l.Attrs().Statistics; l.Type() == "bridge" && s != nil {
-				n += s.RxPackets
-			}
+		if idle >= 0.85 {
+			quiet++
+		} else {
+			quiet = 0
 		}
-		return n
-	}
-	last := rx()
-	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); {
-		time.Sleep(time.Second)
-		now := rx()
-		if now == last {
-			return
-		}
-		last = now
 	}
 }
 
-// settle waits (up to three minutes) until an RTNL-taking operation is fast
-// again, i.e. the kernel has finished destroying earlier namespaces.
-func settle(b *testing.B, host *nsutil.NS) {
-	fast := 0
-	for deadline := time.Now().Add(3 * time.Minute); fast < 5 && time.Now().Before(deadline); {
-		t0 := time.Now()
-		if err := host.WriteSysctls(nsutil.Sysctl{Key: "net.ipv6.conf.lo.disable_ipv6", Value: "0"}); err != nil {
-			b.Fatal(err)
+// idleShare is the share of CPU time spent idle over d, from /proc/stat.
+func idleShare(d time.Duration) (float64, error) {
+	read := func() (idle, total uint64, err error) {
+		b, err := os.ReadFile("/proc/stat")
+		if err != nil {
+			return 0, 0, err
 		}
-		if time.Since(t0) < 500*time.Microsecond {
-			fast++
-		} else {
-			fast = 0
-			time.Sleep(50 * time.Millisecond)
+		line, _, _ := strings.Cut(string(b), "\n")
+		for i, f := range strings.Fields(line)[1:] {
+			v, _ := strconv.ParseUint(f, 10, 64)
+			total += v
+			if i == 3 || i == 4 { // idle, iowait
+				idle += v
+			}
 		}
+		return idle, total, nil
 	}
+	i0, t0, err := read()
+	if err != nil {
+		return 0, err
+	}
+	time.Sleep(d)
+	i1, t1, err := read()
+	if err != nil || t1 == t0 {
+		return 0, err
+	}
+	return float64(i1-i0) / float64(t1-t0), nil
 }
 
 func (w *world) nat() bool { return w.mode == "nat+1port" }
