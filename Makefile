@@ -26,6 +26,7 @@ test: deps vet
 # root, in throwaway namespaces. NLB_BENCH_SCALES=0,1000 limits the scale
 # points (default 0,1000,5000).
 bench: deps
+	@command -v strace >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y strace)
 	cd bench && $(GO) test -run '^$$' -bench . -benchtime 200x -timeout 60m .
 
 # bench-peers also runs the exec-based peers on the same workload (NAT and

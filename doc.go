@@ -17,7 +17,11 @@
 // one batched sendmsg that configures the sandbox side. Each network's
 // host-side devices share a link group, so Network.Delete is one request.
 // Detach cuts an endpoint off at once and leaves the slow part, deleting
-// the veth pair, to a driver goroutine that deletes many in one request.
+// the veth pair, to a driver goroutine that deletes many in one request;
+// Driver.Detach detaches many endpoints with one firewall batch, one link
+// request and one conntrack request in the host for all of them. Each
+// attach uses one throwaway thread for everything that must run inside a
+// namespace.
 //
 // # Errors
 //

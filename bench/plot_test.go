@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"testing"
+	"time"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -43,12 +45,23 @@ func writePlot(rows []row, path string) error {
 	p.Y.Label.Text = "attach p50, ms (log scale)"
 	p.Y.Scale = plot.LogScale{}
 	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
-	p.Legend.Top = true
+	p.Legend.Top, p.Legend.Left = true, true
+	p.Legend.YOffs = -vg.Points(14) // below the title
 	p.Add(plotter.NewGrid())
 	names := make([]string, 0, len(series))
-	for n := range series {
+	var ticks []plot.Tick
+	top := 0.0
+	for n, pts := range series {
 		names = append(names, n)
+		for _, pt := range pts {
+			top = max(top, pt.Y)
+			if !slices.ContainsFunc(ticks, func(t plot.Tick) bool { return t.Value == pt.X }) {
+				ticks = append(ticks, plot.Tick{Value: pt.X, Label: strconv.Itoa(int(pt.X))})
+			}
+		}
 	}
+	p.X.Tick.Marker = plot.ConstantTicks(ticks)
+	p.Y.Max = top * 20 // room for the legend above the lines
 	slices.Sort(names)
 	for i, n := range names {
 		pts := series[n]
@@ -100,6 +113,34 @@ func seriesOf(r row) (string, int, bool) {
 		return "", 0, false
 	}
 	return strings.Join(words, " "), existing, true
+}
+
+// TestReplot redraws the plot from the markdown table a `make bench` run
+// printed: NLB_BENCH_TABLE=<saved output> go test -run TestReplot .
+func TestReplot(t *testing.T) {
+	in := os.Getenv("NLB_BENCH_TABLE")
+	if in == "" {
+		t.Skip("set NLB_BENCH_TABLE to a saved `make bench` output to redraw its plot")
+	}
+	b, err := os.ReadFile(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []row
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Split(line, "|")
+		if len(f) != 7 || !strings.HasPrefix(strings.TrimSpace(f[1]), "Benchmark") {
+			continue
+		}
+		ms, err := strconv.ParseFloat(strings.TrimSpace(f[3]), 64)
+		if err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		rows = append(rows, row{bench: strings.TrimSpace(f[1]), op: strings.TrimSpace(f[2]), p50: time.Duration(ms * float64(time.Millisecond))})
+	}
+	if err := writePlot(rows, plotPath()); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // reportPlot writes the plot and says where, or why not.
