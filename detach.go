@@ -57,9 +57,12 @@ func (e *Endpoint) Detach(ctx context.Context) error {
 // stay one per endpoint. Endpoints already detached are skipped. On error,
 // none of the endpoints counts as detached: Detach may be called again.
 func (d *Driver) Detach(ctx context.Context, eps ...*Endpoint) error {
-	for _, e := range eps {
-		if e == nil || e.n.d != d {
-			return invalid("detach", "Endpoint", e, "nil or of another driver")
+	for i, e := range eps {
+		switch {
+		case e == nil:
+			return invalid("detach", fmt.Sprintf("eps[%d]", i), "nil", "not an endpoint")
+		case e.n.d != d:
+			return invalid("detach", fmt.Sprintf("eps[%d]", i), e.hostName, "an endpoint of another driver")
 		}
 	}
 	var todo []*Endpoint
