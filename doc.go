@@ -11,8 +11,8 @@
 //
 // # Cost
 //
-// An attach is three netlink round trips (four when the interface name is
-// chosen automatically): a dump of the sandbox's routes, one RTM_NEWLINK
+// An attach is three netlink round trips (four when an automatic interface
+// name finds eth0 taken): a dump of the sandbox's routes, one RTM_NEWLINK
 // that creates the whole veth pair with the peer born in the sandbox, and
 // one batched sendmsg that configures the sandbox side. Each network's
 // host-side devices share a link group, so Network.Delete is one request.

@@ -56,7 +56,7 @@ func newWorld(parent, b *testing.B, key string, existing int, mode string) *worl
 	b.Helper()
 	testenv.Root(b)
 	if current != nil && current.key == key {
-		settle(b, current.host)
+		settle(b)
 		return current
 	}
 	if current != nil {
@@ -92,7 +92,7 @@ func newWorld(parent, b *testing.B, key string, existing int, mode string) *worl
 			b.Fatal(err)
 		}
 	}
-	settle(b, w.host)
+	settle(b)
 	return w
 }
 
@@ -126,7 +126,7 @@ func (w *world) close() {
 // solicitations for about 10 s, each flooded to every port of their bridge
 // and processed in every sandbox. Neither is the steady state of a host
 // with that many endpoints.
-func settle(b *testing.B, _ *nsutil.NS) {
+func settle(b *testing.B) {
 	quiet := 0
 	for deadline := time.Now().Add(5 * time.Minute); quiet < 2 && time.Now().Before(deadline); {
 		idle, err := idleShare(500 * time.Millisecond)

@@ -48,14 +48,7 @@ func BenchmarkDetach(parent *testing.B) {
 	for _, mode := range []string{"plain", "nat+1port"} {
 		parent.Run(name(mode, 0), func(b *testing.B) {
 			w := newWorld(parent, b, b.Name(), 0, mode)
-			var eps []*bridge.Endpoint
-			for _, sb := range sandboxes(b, b.N) {
-				ep, err := w.n.Attach(ctx, w.cfg(sb))
-				if err != nil {
-					b.Fatal(err)
-				}
-				eps = append(eps, ep)
-			}
+			eps := w.attachNew(b, b.N)
 			var lat latencies
 			b.ResetTimer()
 			for _, ep := range eps {
@@ -78,14 +71,7 @@ func BenchmarkDetachMany(parent *testing.B) {
 	for _, mode := range []string{"plain", "nat+1port"} {
 		parent.Run(name(mode, 0)+"/batch=10", func(b *testing.B) {
 			w := newWorld(parent, b, b.Name(), 0, mode)
-			var eps []*bridge.Endpoint
-			for _, sb := range sandboxes(b, (b.N+batch-1)/batch*batch) {
-				ep, err := w.n.Attach(ctx, w.cfg(sb))
-				if err != nil {
-					b.Fatal(err)
-				}
-				eps = append(eps, ep)
-			}
+			eps := w.attachNew(b, (b.N+batch-1)/batch*batch)
 			var lat latencies
 			b.ResetTimer()
 			for i := 0; i < len(eps); i += batch {
@@ -99,6 +85,20 @@ func BenchmarkDetachMany(parent *testing.B) {
 			lat.report(b, "detach")
 		})
 	}
+}
+
+// attachNew attaches n new sandboxes to the measured network (off the
+// clock: callers reset the timer after).
+func (w *world) attachNew(b *testing.B, n int) []*bridge.Endpoint {
+	var eps []*bridge.Endpoint
+	for _, sb := range sandboxes(b, n) {
+		ep, err := w.n.Attach(ctx, w.cfg(sb))
+		if err != nil {
+			b.Fatal(err)
+		}
+		eps = append(eps, ep)
+	}
+	return eps
 }
 
 // BenchmarkPublishPort times publishing one more port (an attach with one

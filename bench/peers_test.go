@@ -217,6 +217,6 @@ func newPeerWorld(parent, b *testing.B, key, name string, existing int) *peerWor
 		}
 	}
 	peerWorlds[key] = w
-	settle(b, w.host)
+	settle(b)
 	return w
 }
