@@ -34,8 +34,8 @@ func (e *Endpoint) flushReused() error {
 // cutOff stops the endpoint's announcements and removes its firewall
 // elements and conntrack entries: after it, no traffic is NATed to it.
 func (e *Endpoint) cutOff() error {
-	e.stopAdvertising()
-	return errors.Join(e.unpublish(), e.n.d.flushConntrack(true, e.ipv4.Addr(), e.ipv6.Addr()))
+	eps := []*Endpoint{e}
+	return errors.Join(e.n.d.unpublish(eps), e.n.d.flushConntrack(true, addrsOf(eps)...))
 }
 
 // Detach removes the endpoint. It returns as soon as the endpoint is cut
@@ -118,24 +118,12 @@ const reclaimDelay = 50 * time.Millisecond
 // alongside: the RCU grace periods that link changes wait for would wait
 // for it.) If a step on the links fails, pairs are deleted now instead.
 func (d *Driver) retire(eps []*Endpoint) error {
-	var ports []nat.Port
-	var addrs []netip.Addr
+	if err := d.unpublish(eps); err != nil {
+		return err
+	}
 	var hostEnds []netlink.Message
 	for _, e := range eps {
-		e.stopAdvertising()
-		for _, p := range e.ports {
-			ports = append(ports, p.Port)
-		}
-		addrs = append(addrs, e.ipv4.Addr(), e.ipv6.Addr())
 		hostEnds = append(hostEnds, link.RetireHostEndMsg(e.hostIndex, reclaimGroup))
-	}
-	if len(ports) > 0 {
-		if err := d.fw.RemovePorts(ports...); err != nil {
-			return err
-		}
-	}
-	for _, e := range eps {
-		e.releasePorts()
 	}
 	err := d.withConn(func(c *netlink.Conn) error {
 		_, err := nl.ExecIgnoring(c, unix.ENODEV, hostEnds...)
@@ -151,13 +139,44 @@ func (d *Driver) retire(eps []*Endpoint) error {
 	} else {
 		d.kickReclaim()
 	}
-	errs := []error{d.flushConntrack(true, addrs...)}
+	errs := []error{d.flushConntrack(true, addrsOf(eps)...)}
 	for _, e := range eps {
 		if !deleted && e.retireSandboxEnd() != nil {
 			errs = append(errs, e.deletePair())
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// unpublish stops the endpoints' announcements, removes their port
+// elements in one firewall batch and releases their host ports. If the
+// batch fails, the ports stay held, so a retry can remove them.
+func (d *Driver) unpublish(eps []*Endpoint) error {
+	var ports []nat.Port
+	for _, e := range eps {
+		e.stopAdvertising()
+		for _, p := range e.ports {
+			ports = append(ports, p.Port)
+		}
+	}
+	if len(ports) > 0 {
+		if err := d.fw.RemovePorts(ports...); err != nil {
+			return err
+		}
+	}
+	for _, e := range eps {
+		e.releasePorts()
+	}
+	return nil
+}
+
+// addrsOf lists the endpoints' addresses (zero where a family is absent).
+func addrsOf(eps []*Endpoint) []netip.Addr {
+	var addrs []netip.Addr
+	for _, e := range eps {
+		addrs = append(addrs, e.ipv4.Addr(), e.ipv6.Addr())
+	}
+	return addrs
 }
 
 // retireSandboxEnd takes the sandbox end down and out of the way, so a

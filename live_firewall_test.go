@@ -390,3 +390,28 @@ func TestLiveIsolatedGatewayMode(t *testing.T) {
 	}
 	_ = ea
 }
+
+func TestLiveNetworkDeleteFlushesConntrack(t *testing.T) {
+	d, host, out := fwEnv(t)
+	n := createNetwork(t, d, dual)
+	sb := testenv.NetNS(t, "sb")
+	ep := attach(t, n, bridge.EndpointConfig{NetNS: sb.Path(), Advertise: &bridge.Advertise{},
+		Ports: []bridge.PortMapping{{Proto: bridge.TCP, HostPort: 8080, ContainerPort: 80}}})
+	testenv.Listen(t, sb, netip.AddrPortFrom(ep.IPv4().Addr(), 80))
+	if _, err := testenv.Dial(out, netip.AddrPortFrom(testenv.UplinkIPv4, 8080), timeout); err != nil {
+		t.Fatal(err)
+	}
+	addr := ep.IPv4().Addr().String() + " "
+	if c := testenv.Conntrack(t, host, "-L"); !strings.Contains(c, addr) {
+		t.Fatalf("no conntrack entry before the delete, so the check below proves nothing:\n%s", c)
+	}
+	if err := n.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c := testenv.Conntrack(t, host, "-L"); strings.Contains(c, addr) {
+		t.Errorf("conntrack entries of the deleted network's endpoint remain:\n%s", c)
+	}
+	if _, err := testenv.Dial(out, netip.AddrPortFrom(testenv.UplinkIPv4, 8080), short); err == nil {
+		t.Error("port still published after the network's delete")
+	}
+}

@@ -330,11 +330,12 @@ func (n *Network) Delete(ctx context.Context) error {
 	eps := n.endpoints
 	n.endpoints = map[*Endpoint]struct{}{}
 	n.mu.Unlock()
-	var errs []error
-	for ep := range eps { // firewall state goes before links
+	var list []*Endpoint
+	for ep := range eps {
 		ep.markDetached()
-		errs = append(errs, ep.cutOff())
+		list = append(list, ep)
 	}
+	errs := []error{n.d.unpublish(list)} // firewall state goes before links
 	if n.d.fw != nil {
 		errs = append(errs, n.d.fw.RemoveNetwork(n.natNetwork()))
 	}
@@ -356,8 +357,11 @@ func (n *Network) Delete(ctx context.Context) error {
 		}
 		return nil
 	})
+	// With the links gone no new entries can appear: flush them now, all
+	// in one request.
+	errs = append(errs, err, n.d.flushConntrack(true, addrsOf(list)...))
 	n.d.unreserve(n)
-	if err := errors.Join(append(errs, err)...); err != nil {
+	if err := errors.Join(errs...); err != nil {
 		return kernel(op, err)
 	}
 	return nil

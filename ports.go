@@ -272,20 +272,6 @@ func bindPort(proto Proto, ip netip.Addr, port uint16) (*os.File, uint16, error)
 	return f, port, nil
 }
 
-// unpublish removes the endpoint's port elements and releases the ports.
-func (e *Endpoint) unpublish() error {
-	if len(e.ports) == 0 {
-		return nil
-	}
-	ports := make([]nat.Port, len(e.ports))
-	for i, p := range e.ports {
-		ports[i] = p.Port
-	}
-	err := e.n.d.fw.RemovePorts(ports...)
-	e.releasePorts()
-	return err
-}
-
 // releasePorts closes the hold sockets and frees the driver's registry.
 func (e *Endpoint) releasePorts() {
 	e.mu.Lock()

@@ -41,7 +41,7 @@ func (e *Endpoint) create(ctx context.Context, op string, ns *nsutil.NS, cfg End
 			return
 		}
 		if published {
-			e.unpublish()
+			n.d.unpublish([]*Endpoint{e})
 		}
 		e.releasePorts()
 		if e.hostIndex != 0 { // deleting the pair takes addresses and routes with it
