@@ -76,4 +76,3 @@ func invokeStatus(ctx context.Context, p *plan, args *skel.CmdArgs) error {
 func invokeGC(ctx context.Context, p *plan, args *skel.CmdArgs) error {
 	return invoke.DelegateGC(ctx, p.conf.IPAM.Type, args.StdinData, nil)
 }
-

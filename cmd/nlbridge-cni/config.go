@@ -32,13 +32,13 @@ type netConf struct {
 	EnableDad                 bool   `json:"enabledad"`
 
 	// nlbridge's own options.
-	GatewayMode     string     `json:"gatewayMode"`     // IPv4: nat, nat-unprotected, routed, isolated; "" = from isGateway/ipMasq
-	GatewayModeIPv6 string     `json:"gatewayModeIPv6"` // likewise for IPv6; "" = as gatewayMode
-	Internal        bool       `json:"internal"`        // no default route, nothing forwarded in or out
-	HostIPv4        string `json:"hostIPv4"`      // SNAT outbound IPv4 to this address instead of masquerade
-	HostIPv6        string `json:"hostIPv6"`      // likewise for IPv6
-	DefaultHostIP   string `json:"defaultHostIP"` // host address for port mappings without hostIP
-	Announcements   *int       `json:"announcements"`   // gratuitous ARP / unsolicited NA after ADD: 0 or 1 (default 1)
+	GatewayMode     string `json:"gatewayMode"`     // IPv4: nat, nat-unprotected, routed, isolated; "" = from isGateway/ipMasq
+	GatewayModeIPv6 string `json:"gatewayModeIPv6"` // likewise for IPv6; "" = as gatewayMode
+	Internal        bool   `json:"internal"`        // no default route, nothing forwarded in or out
+	HostIPv4        string `json:"hostIPv4"`        // SNAT outbound IPv4 to this address instead of masquerade
+	HostIPv6        string `json:"hostIPv6"`        // likewise for IPv6
+	DefaultHostIP   string `json:"defaultHostIP"`   // host address for port mappings without hostIP
+	Announcements   *int   `json:"announcements"`   // gratuitous ARP / unsolicited NA after ADD: 0 or 1 (default 1)
 
 	IPAM ipamConf `json:"ipam"`
 
