@@ -112,11 +112,11 @@ func (s *session) add(ctx context.Context, p *plan, req *request, args *skel.Cmd
 	if err != nil {
 		return nil, libError(err)
 	}
-	if _, ok := n.Endpoint(id); ok {
-		return nil, types.NewError(codeExists, fmt.Sprintf("attachment %s exists on %s: DEL it first", id, p.net.Name), "")
-	}
 	used := map[netip.Addr]bool{}
 	for _, e := range n.Endpoints() {
+		if e.ID() == id {
+			return nil, types.NewError(codeExists, fmt.Sprintf("attachment %s exists on %s: DEL it first", id, p.net.Name), "")
+		}
 		used[e.IPv4().Addr()], used[e.IPv6().Addr()] = true, true
 	}
 	var w4, w6 netip.Addr
@@ -129,19 +129,34 @@ func (s *session) add(ctx context.Context, p *plan, req *request, args *skel.Cmd
 	}
 	cfg := bridge.EndpointConfig{ID: id, NetNS: args.Netns, IfName: args.IfName, MAC: req.mac,
 		Ports: req.ports, Advertise: &bridge.Advertise{Count: p.announce}}
-	if cfg.IPv4, err = choose(p.v4, w4, used); err != nil {
-		return nil, err
+	var e *bridge.Endpoint
+	// An address the plugin chose may be claimed by an attach the record
+	// shows only as in flight: take the next one.
+	for try := 0; ; try++ {
+		if cfg.IPv4, err = choose(p.v4, w4, used); err != nil {
+			return nil, err
+		}
+		if cfg.IPv6, err = choose(p.v6, w6, used); err != nil {
+			return nil, err
+		}
+		if !w4.IsValid() && p.v4 != nil && p.v4.whole() {
+			cfg.IPv4 = netip.Prefix{} // the library's lowest free is the same, chosen under its own lock
+		}
+		if !w6.IsValid() && p.v6 != nil && p.v6.whole() {
+			cfg.IPv6 = netip.Prefix{}
+		}
+		e, err = n.Attach(ctx, cfg)
+		var be *bridge.Error
+		if err == nil || try == 8 || !errors.Is(err, bridge.ErrConflict) || !errors.As(err, &be) ||
+			(be.Field != "IPv4" || w4.IsValid() || !cfg.IPv4.IsValid()) && (be.Field != "IPv6" || w6.IsValid() || !cfg.IPv6.IsValid()) {
+			break
+		}
+		if be.Field == "IPv4" {
+			used[cfg.IPv4.Addr()] = true
+		} else {
+			used[cfg.IPv6.Addr()] = true
+		}
 	}
-	if cfg.IPv6, err = choose(p.v6, w6, used); err != nil {
-		return nil, err
-	}
-	if !w4.IsValid() && p.v4 != nil && p.v4.whole() {
-		cfg.IPv4 = netip.Prefix{} // the library's lowest-free gives the same, checked against its record
-	}
-	if !w6.IsValid() && p.v6 != nil && p.v6.whole() {
-		cfg.IPv6 = netip.Prefix{}
-	}
-	e, err := n.Attach(ctx, cfg)
 	if err != nil {
 		return nil, libError(err)
 	}
@@ -357,30 +372,4 @@ func cmdGC(args *skel.CmdArgs) error {
 		return invokeGC(ctx, p, args)
 	}
 	return nil
-}
-
-// libError maps a library error to a CNI error code.
-func libError(err error) error {
-	if err == nil {
-		return nil
-	}
-	var te *types.Error
-	if errors.As(err, &te) {
-		return te
-	}
-	var be *bridge.Error
-	code := types.ErrInternal
-	switch {
-	case errors.Is(err, bridge.ErrInvalid) && errors.As(err, &be) && (be.Field == "NetNS" || be.Field == "IfName"):
-		code = types.ErrInvalidEnvironmentVariables
-	case errors.Is(err, bridge.ErrInvalid):
-		code = types.ErrInvalidNetworkConfig
-	case errors.Is(err, bridge.ErrExists):
-		code = codeExists
-	case errors.Is(err, bridge.ErrConflict):
-		code = codeConflict
-	case errors.Is(err, bridge.ErrClosed), errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EBUSY):
-		code = types.ErrTryAgainLater
-	}
-	return types.NewError(code, err.Error(), "")
 }

@@ -289,3 +289,26 @@ func TestResultVersions(t *testing.T) {
 		t.Error("prevResult without the interface accepted")
 	}
 }
+
+func TestLibError(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		code uint
+	}{
+		{&bridge.Error{Op: "attach", Field: "NetNS", Value: "/x", Kind: bridge.ErrInvalid}, types.ErrInvalidEnvironmentVariables},
+		{&bridge.Error{Op: "create network", Field: "MTU", Value: "1", Kind: bridge.ErrInvalid}, types.ErrInvalidNetworkConfig},
+		{&bridge.Error{Op: "attach", Field: "ID", Value: "c/eth0", Kind: bridge.ErrExists}, codeExists},
+		{&bridge.Error{Op: "attach", Field: "Ports[0]", Value: "tcp *:80->80", Kind: bridge.ErrConflict}, codeConflict},
+		{&bridge.Error{Op: "attach", Kind: bridge.ErrClosed}, types.ErrTryAgainLater},
+		{&bridge.Error{Op: "attach", Err: errors.New("boom")}, types.ErrInternal},
+		{types.NewError(types.ErrTryAgainLater, "x", ""), types.ErrTryAgainLater},
+	} {
+		var te *types.Error
+		if err := libError(tc.err); !errors.As(err, &te) || te.Code != tc.code || te.Msg == "" {
+			t.Errorf("%v: got %v, want code %d", tc.err, err, tc.code)
+		}
+	}
+	if libError(nil) != nil {
+		t.Error("nil error mapped to an error")
+	}
+}
