@@ -82,7 +82,7 @@ func (c *containerd) start() {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	c.cmd = inNS(c.host, nil, "containerd", "--config", c.cfg)
+	c.cmd = daemonInNS(c.host, "containerd", "--config", c.cfg)
 	c.cmd.Stdout, c.cmd.Stderr = log, log
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := c.cmd.Start(); err != nil {

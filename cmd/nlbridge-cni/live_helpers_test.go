@@ -94,11 +94,20 @@ func randHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// inNS builds a command that runs inside ns.
+// inNS builds a command that runs inside ns. It is killed after
+// cmdTimeout: a hung plugin fails the test instead of wedging it.
 func inNS(ns *nsutil.NS, env []string, name string, args ...string) *exec.Cmd {
-	cmd := exec.Command("nsenter", append([]string{"--net=" + ns.Path(), "--", name}, args...)...)
+	cmd := exec.Command("timeout", append([]string{"-s", "KILL", cmdTimeout, "nsenter", "--net=" + ns.Path(), "--", name}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
 	return cmd
+}
+
+// cmdTimeout bounds each client or plugin command of the live tests.
+const cmdTimeout = "60"
+
+// daemonInNS builds a long-running command (a daemon) inside ns.
+func daemonInNS(ns *nsutil.NS, name string, args ...string) *exec.Cmd {
+	return exec.Command("nsenter", append([]string{"--net=" + ns.Path(), "--", name}, args...)...)
 }
 
 // call is one direct exec of the plugin, as a runtime makes it.

@@ -86,7 +86,7 @@ tmp_dir = %q
 }
 
 func (p *podman) run(args ...string) (string, error) {
-	cmd := exec.Command("nsenter", append([]string{"-t", strconv.Itoa(p.holder.Process.Pid), "-m", "-n", "--", "podman"}, args...)...)
+	cmd := exec.Command("timeout", append([]string{"-s", "KILL", cmdTimeout, "nsenter", "-t", strconv.Itoa(p.holder.Process.Pid), "-m", "-n", "--", "podman"}, args...)...)
 	out, err := cmd.CombinedOutput()
 	return strings.TrimSpace(string(out)), err
 }
