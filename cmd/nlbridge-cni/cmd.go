@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"net/netip"
 	"strings"
 
@@ -30,12 +32,20 @@ type session struct {
 	unlock func()
 }
 
+// driverOptions: the caller's namespace is the host; the library's
+// informational log (e.g. a repaired table) stays out of the runtime's
+// stderr, warnings and errors go there.
+func driverOptions(noFirewall bool) bridge.Options {
+	return bridge.Options{NoFirewall: noFirewall,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+}
+
 func open(ctx context.Context) (*session, error) {
 	unlock, err := lockHost()
 	if err != nil {
 		return nil, err
 	}
-	d, err := bridge.Open(ctx, bridge.Options{})
+	d, err := bridge.Open(ctx, driverOptions(false))
 	if err != nil {
 		unlock()
 		return nil, libError(err)
@@ -328,11 +338,11 @@ func cmdStatus(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	d, err := bridge.Open(ctx, bridge.Options{})
+	d, err := bridge.Open(ctx, driverOptions(false))
 	if err != nil {
 		// Without the firewall, links still work: existing attachments
 		// keep L2/L3 but may lose NAT and published ports.
-		if d2, err2 := bridge.Open(ctx, bridge.Options{NoFirewall: true}); err2 == nil {
+		if d2, err2 := bridge.Open(ctx, driverOptions(true)); err2 == nil {
 			d2.Close()
 			return types.NewError(codeLimited, "nlbridge: firewall unavailable: "+err.Error(), "")
 		}
