@@ -66,3 +66,13 @@ func TestExecIgnoringSkipsOnlyThatErrno(t *testing.T) {
 		t.Fatalf("err = %v, want EPERM on message 2 (ENOENT on 0 ignored)", err)
 	}
 }
+
+// Regression: GC's batch of half-made pairs may be empty; an empty sendmsg
+// fails with ENODATA, so nothing is sent.
+func TestExecNothingSendsNothing(t *testing.T) {
+	r := &nltestutil.Recorder{}
+	replies, err := nl.ExecIgnoring(r.Dial(), unix.ENODEV)
+	if err != nil || replies != nil || r.Sends != 0 {
+		t.Fatalf("replies %v, err %v, sends %d; want nothing sent", replies, err, r.Sends)
+	}
+}
