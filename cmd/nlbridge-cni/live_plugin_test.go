@@ -230,6 +230,7 @@ func TestConcurrentAddDel(t *testing.T) {
 // publishes the port with iptables from our prevResult), and by the
 // reference firewall plugin, through cnitool with a 1.0.0 conflist.
 func TestChaining(t *testing.T) {
+	pluginPath(t)
 	needRef(t, "portmap", "firewall")
 	need(t, "iptables")
 	host := testenv.NetNS(t, "cnih")
