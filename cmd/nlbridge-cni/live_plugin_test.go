@@ -261,3 +261,45 @@ func TestChaining(t *testing.T) {
 	testenv.OnlyLoopback(t, sb)
 	onlyBridge(t, host, br)
 }
+
+// TestDualStackCheck: host-local ranges of both families, result version
+// 0.4.0; CHECK passes on the fresh attachment and fails once the kernel no
+// longer matches prevResult.
+func TestDualStackCheck(t *testing.T) {
+	e := newPlugEnv(t, "10.85.0.0/24", "")
+	e.entry = strings.Replace(e.entry, `[[{"subnet": "10.85.0.0/24"}]]`, `[[{"subnet": "10.85.0.0/24"}], [{"subnet": "fd00:85::/64"}]]`, 1)
+	e.version = "0.4.0"
+	sb := testenv.NetNS(t, "cnis")
+	out, err := e.add("c1", sb, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prev map[string]any
+	if err := json.Unmarshal(out, &prev); err != nil || prev["cniVersion"] != "0.4.0" {
+		t.Fatalf("result %s: %v", out, err)
+	}
+	r := parseResult(t, out)
+	a4, a6 := resultAddr(t, r, false), resultAddr(t, r, true)
+	if !netip.MustParsePrefix("fd00:85::/64").Contains(a6.Addr()) {
+		t.Fatalf("IPv6 address %s", a6)
+	}
+	if err := testenv.Ping(sb, netip.MustParseAddr("fd00:85::1"), 2*time.Second); err != nil {
+		t.Errorf("sandbox -> IPv6 gateway: %v", err)
+	}
+	check := func() error {
+		_, err := call{cmd: "CHECK", containerID: "c1", netns: sb.Path(), conf: e.conf(map[string]any{"prevResult": prev})}.run(t, e.host)
+		return err
+	}
+	if err := check(); err != nil {
+		t.Fatalf("CHECK of a fresh attachment: %v", err)
+	}
+	testenv.IP(t, sb, "addr", "del", a4.String(), "dev", "eth0")
+	if err := check(); err == nil || !strings.Contains(err.Error(), a4.String()) {
+		t.Errorf("CHECK after the address was removed: %v, want a failure naming %s", err, a4)
+	}
+	if err := e.del("c1", sb.Path(), map[string]any{"prevResult": prev}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.OnlyLoopback(t, sb)
+	onlyBridge(t, e.host, e.br)
+}
