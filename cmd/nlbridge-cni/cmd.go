@@ -141,7 +141,8 @@ func (s *session) add(ctx context.Context, p *plan, req *request, args *skel.Cmd
 		}
 	}
 	cfg := bridge.EndpointConfig{ID: id, NetNS: args.Netns, IfName: args.IfName, MAC: req.mac,
-		Ports: req.ports, Advertise: &bridge.Advertise{Count: p.announce}}
+		Ports: req.ports}
+	cfg.Advertise, cfg.Sysctls = p.announcement()
 	var e *bridge.Endpoint
 	// An address the plugin chose may be claimed by an attach the record
 	// shows only as in flight: take the next one.

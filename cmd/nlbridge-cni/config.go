@@ -110,6 +110,21 @@ type plan struct {
 	announce int
 }
 
+// announcement chooses how ADD announces the new addresses. An IPv4-only
+// attachment leaves it to the kernel (arp_notify: a gratuitous ARP when
+// the interface comes up), which costs nothing; with IPv6 the library
+// sends one gratuitous ARP and unsolicited NA, and the plugin's exit waits
+// for its AF_PACKET socket's release (an RCU grace period).
+func (p *plan) announcement() (*bridge.Advertise, []string) {
+	switch {
+	case p.announce == 0:
+		return &bridge.Advertise{}, nil
+	case p.v6 == nil && p.net.IPv6 == (netip.Prefix{}):
+		return &bridge.Advertise{}, []string{"net.ipv4.conf.IFNAME.arp_notify=1"}
+	}
+	return &bridge.Advertise{Count: 1}, nil
+}
+
 // configError is bad network configuration (CNI code 7) or a field the
 // plugin cannot honour (code 2).
 func configError(field string, value any, why string) *types.Error {

@@ -312,3 +312,21 @@ func TestLibError(t *testing.T) {
 		t.Error("nil error mapped to an error")
 	}
 }
+
+func TestAnnouncement(t *testing.T) {
+	p, err := parseConf([]byte(`{"cniVersion":"1.0.0","name":"n","type":"nlbridge","isGateway":true,"ipam":{"type":"host-local","subnet":"10.1.0.0/24"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if adv, sc := p.announcement(); adv.Count != 0 || len(sc) != 1 || sc[0] != "net.ipv4.conf.IFNAME.arp_notify=1" {
+		t.Errorf("IPv4 only: %+v %v", adv, sc)
+	}
+	p, _ = parseConf([]byte(refConf))
+	if adv, sc := p.announcement(); adv.Count != 1 || sc != nil {
+		t.Errorf("dual-stack: %+v %v", adv, sc)
+	}
+	p.announce = 0
+	if adv, sc := p.announcement(); adv.Count != 0 || sc != nil {
+		t.Errorf("announcements 0: %+v %v", adv, sc)
+	}
+}
