@@ -303,3 +303,65 @@ func TestDualStackCheck(t *testing.T) {
 	testenv.OnlyLoopback(t, sb)
 	onlyBridge(t, e.host, e.br)
 }
+
+// TestAnnounce: an IPv4-only ADD announces its address with a gratuitous
+// ARP (the kernel's arp_notify) that reaches the bridge; with
+// announcements 0 none is sent (checked once the sandbox's own ARP for the
+// gateway, sent after ADD returned, has been captured).
+func TestAnnounce(t *testing.T) {
+	e := newPlugEnv(t, "10.86.0.0/24", "")
+	sb0 := testenv.NetNS(t, "cnis")
+	if _, err := e.add("c0", sb0, "", nil); err != nil { // makes the bridge
+		t.Fatal(err)
+	}
+	// arpSeen reports whether frames hold an ARP request from a for target.
+	arpSeen := func(frames []testenv.Frame, a, target netip.Addr) bool {
+		for _, f := range frames {
+			b := f.Data
+			if len(b) >= 42 && b[12] == 0x08 && b[13] == 0x06 && b[21] == 1 &&
+				netip.AddrFrom4([4]byte(b[28:32])) == a && netip.AddrFrom4([4]byte(b[38:42])) == target {
+				return true
+			}
+		}
+		return false
+	}
+	for _, tc := range []struct {
+		extra map[string]any
+		want  bool
+	}{{nil, true}, {map[string]any{"announcements": 0}, false}} {
+		capture := testenv.StartCapture(t, e.host, e.br)
+		sb := testenv.NetNS(t, "cnis")
+		id := "c" + randHex(2)
+		out, err := e.add(id, sb, "", tc.extra)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := resultAddr(t, parseResult(t, out), false).Addr()
+		if !tc.want {
+			if err := testenv.Ping(sb, e.gw, 2*time.Second); err != nil {
+				t.Fatal(err)
+			}
+		}
+		target := a // the gratuitous ARP; without one, the ARP for the gateway
+		if !tc.want {
+			target = e.gw
+		}
+		deadline := time.Now().Add(2 * time.Second)
+		for !arpSeen(capture.Frames(), a, target) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		frames := capture.Stop()
+		if !arpSeen(frames, a, target) {
+			t.Fatalf("announcements %v: no ARP request from %s for %s on the bridge", tc.extra, a, target)
+		}
+		if got := arpSeen(frames, a, a); got != tc.want {
+			t.Errorf("announcements %v: gratuitous ARP for %s seen = %v, want %v", tc.extra, a, got, tc.want)
+		}
+		if err := e.del(id, "", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.del("c0", "", nil); err != nil {
+		t.Fatal(err)
+	}
+}
