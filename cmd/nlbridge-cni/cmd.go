@@ -230,7 +230,11 @@ func cmdDel(args *skel.CmdArgs) error {
 	ctx := context.Background()
 	p, err := parseConf(args.StdinData)
 	if err != nil {
-		return err
+		// A config that ADD would refuse now still names the bridge and
+		// the ipam: DEL must be able to clean up.
+		if p, err = parseForDel(args.StdinData); err != nil {
+			return err
+		}
 	}
 	s, err := open(ctx)
 	if err != nil {

@@ -195,6 +195,16 @@ func parseConf(data []byte) (*plan, error) {
 	return p, nil
 }
 
+// parseForDel reads only what DEL needs: the bridge and the ipam type.
+func parseForDel(data []byte) (*plan, error) {
+	c := &netConf{Bridge: "cni0"}
+	if err := json.Unmarshal(data, c); err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "cannot decode network config: "+err.Error(), "")
+	}
+	return &plan{conf: c, hostLoc: c.IPAM.Type == "host-local" || c.IPAM.Type == "",
+		net: bridge.NetworkConfig{Name: c.Bridge}}, nil
+}
+
 // modes sets the gateway modes from isGateway/ipMasq and the explicit
 // gatewayMode options.
 func (p *plan) modes() error {

@@ -330,3 +330,13 @@ func TestAnnouncement(t *testing.T) {
 		t.Errorf("announcements 0: %+v %v", adv, sc)
 	}
 }
+
+func TestParseForDel(t *testing.T) {
+	p, err := parseForDel([]byte(`{"cniVersion":"1.0.0","name":"n","type":"nlbridge","bridge":"br9","vlan":3,"ipam":{"type":"dhcp"}}`))
+	if err != nil || p.net.Name != "br9" || p.hostLoc || p.conf.IPAM.Type != "dhcp" {
+		t.Errorf("got %+v %v", p, err)
+	}
+	if _, err := parseForDel([]byte(`{`)); err == nil {
+		t.Error("undecodable config accepted")
+	}
+}
