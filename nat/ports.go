@@ -35,13 +35,14 @@ func (f *Firewall) AddPorts(ps ...Port) error {
 	})
 }
 
-// RemovePorts withdraws ports in one batch.
+// RemovePorts withdraws ports in one batch. Ports already gone (or the
+// whole table) are not an error.
 func (f *Firewall) RemovePorts(ps ...Port) error {
-	return f.run(fmt.Sprintf("unpublish %v", ps), func(b batch) {
-		for _, p := range ps {
-			p.element(b.del)
-		}
-	})
+	fns := make([]func(b batch), len(ps))
+	for i, p := range ps {
+		fns[i] = func(b batch) { p.element(b.del) }
+	}
+	return f.runIgnoringMissing(fmt.Sprintf("unpublish %v", ps), fns...)
 }
 
 func (p Port) element(op func(string, ...nftables.SetElement)) {
