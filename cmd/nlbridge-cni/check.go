@@ -1,5 +1,3 @@
-//go:build state
-
 package main
 
 import (

@@ -1,5 +1,3 @@
-//go:build state
-
 package main
 
 import (
@@ -21,9 +19,6 @@ import (
 	"github.com/nlbridge/bridge/nsutil"
 	"golang.org/x/sys/unix"
 )
-
-// haveState tells the live tests whether the commands are built.
-const haveState = true
 
 // endpointID is the library key of an attachment: what GC's
 // cni.dev/valid-attachments names.

@@ -66,6 +66,10 @@ state = %[2]q
 	if err := os.WriteFile(c.cfg, []byte(toml), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	crictlYAML := fmt.Sprintf("runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 30\n", c.sock, c.sock)
+	if err := os.WriteFile(filepath.Join(dir, "crictl.yaml"), []byte(crictlYAML), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	c.start()
 	t.Cleanup(c.cleanup)
 	img := ociImage(t, dir, "localhost/pause:latest", []string{"/bin/sleep", "2147483647"})
@@ -126,11 +130,18 @@ func (c *containerd) cleanup() {
 	os.RemoveAll(c.dir)
 }
 
+// crictlRun runs crictl against the daemon and returns its stdout (its
+// stderr, warnings included, goes into the error).
 func (c *containerd) crictlRun(args ...string) (string, error) {
-	full := append([]string{"--runtime-endpoint", "unix://" + c.sock, "--image-endpoint", "unix://" + c.sock,
-		"--timeout", "30s"}, args...)
-	out, err := inNS(c.host, nil, c.crictlBin, full...).CombinedOutput()
-	return string(out), err
+	full := append([]string{"--config", filepath.Join(c.dir, "crictl.yaml"), "--timeout", "30s"}, args...)
+	cmd := inNS(c.host, nil, c.crictlBin, full...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return string(out), fmt.Errorf("%v: %s", err, stderr.String())
+	}
+	return string(out), nil
 }
 
 func (c *containerd) crictl(args ...string) string {

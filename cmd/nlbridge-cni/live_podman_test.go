@@ -182,7 +182,7 @@ func TestPodman(t *testing.T) {
 	ip, mac := p.inspect(id, name)
 	published := netip.AddrPortFrom(gw, 18110)
 	waitHTTP(t, host, published)
-	if out := p.must("run", "--rm", "--network", name, "localhost/busybox:latest", "ping", "-c1", "-W2", ip.String()); !strings.Contains(out, "1 packets received") {
+	if out := p.must("run", "--rm", "--network", name, "--cap-add", "NET_RAW", "localhost/busybox:latest", "ping", "-c1", "-W2", ip.String()); !strings.Contains(out, "1 packets received") {
 		t.Errorf("second container -> first: %s", out)
 	}
 
