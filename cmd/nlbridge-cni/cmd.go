@@ -50,6 +50,8 @@ func (s *session) close(ctx context.Context) error {
 	return err
 }
 
+// cmdDel removes the attachment, if any, and deletes its devices before
+// returning; then the delegated ipam (if any) releases its address.
 func cmdDel(args *skel.CmdArgs) error {
 	ctx := context.Background()
 	p, err := parseConf(args.StdinData)
@@ -91,6 +93,8 @@ func (s *session) del(ctx context.Context, p *plan, id string) error {
 	return libError(s.d.Detach(ctx, e))
 }
 
+// cmdStatus reports whether ADD can work: 50 if the driver cannot open, 51
+// if only the firewall cannot.
 func cmdStatus(args *skel.CmdArgs) error {
 	ctx := context.Background()
 	p, err := parseConf(args.StdinData)
@@ -114,6 +118,9 @@ func cmdStatus(args *skel.CmdArgs) error {
 	return nil
 }
 
+// cmdGC detaches the attachments of this network that
+// cni.dev/valid-attachments does not list, and lets the library remove
+// residue (Driver.GC).
 func cmdGC(args *skel.CmdArgs) error {
 	ctx := context.Background()
 	p, err := parseConf(args.StdinData)
