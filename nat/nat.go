@@ -26,6 +26,7 @@ type Firewall struct {
 	mu   sync.Mutex // one batch at a time: the conn buffers messages until Flush
 	c    *nftables.Conn
 	t    *nftables.Table
+	bt   *nftables.Table // the guard: bridge family, same name (guard.go)
 	sets map[string]*nftables.Set
 }
 
@@ -51,11 +52,14 @@ func New(c *nftables.Conn, table string) (*Firewall, error) {
 		table = DefaultTable
 	}
 	t := &nftables.Table{Name: table, Family: nftables.TableFamilyINet}
-	f := &Firewall{c: c, t: t, sets: map[string]*nftables.Set{}}
-	// add + delete + add: a clean table whether or not one existed.
-	c.AddTable(t)
-	c.DelTable(t)
-	c.AddTable(t)
+	bt := &nftables.Table{Name: table, Family: nftables.TableFamilyBridge}
+	f := &Firewall{c: c, t: t, bt: bt, sets: map[string]*nftables.Set{}}
+	// add + delete + add: clean tables whether or not they existed.
+	for _, t := range []*nftables.Table{t, bt} {
+		c.AddTable(t)
+		c.DelTable(t)
+		c.AddTable(t)
+	}
 	for _, s := range sets(t) {
 		if err := c.AddSet(s, nil); err != nil {
 			return nil, fmt.Errorf("declare set %s: %w", s.Name, err)
@@ -68,8 +72,11 @@ func New(c *nftables.Conn, table string) (*Firewall, error) {
 			c.AddRule(&nftables.Rule{Table: t, Chain: ch.c, Exprs: r})
 		}
 	}
+	if err := addGuard(c, bt, f.sets); err != nil {
+		return nil, fmt.Errorf("declare guard: %w", err)
+	}
 	if err := c.Flush(); err != nil {
-		return nil, fmt.Errorf("create table inet %s: %w", table, err)
+		return nil, fmt.Errorf("create tables inet and bridge %s: %w", table, err)
 	}
 	return f, nil
 }
@@ -81,11 +88,12 @@ func (f *Firewall) Table() string { return f.t.Name }
 // when a daemon stops; a later Open replaces it.
 func (f *Firewall) Close() error { return f.c.CloseLasting() }
 
-// Remove deletes the table and everything in it.
+// Remove deletes the tables and everything in them.
 func (f *Firewall) Remove() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.c.DelTable(f.t)
+	f.c.DelTable(f.bt)
 	return f.c.Flush()
 }
 
