@@ -17,7 +17,6 @@ func TestLinkLocalIsEUI64(t *testing.T) {
 	}
 }
 
-
 func TestGuardElementsAreOneBatch(t *testing.T) {
 	port := append([]byte("vethab12cd3"), make([]byte, 5)...)
 	mac := net.HardwareAddr{2, 0x42, 172, 29, 0, 2}
