@@ -20,8 +20,9 @@ type Options struct {
 	// that calls Open.
 	NetNS string
 
-	// Table is the nftables table (family inet) the firewall owns; "" =
-	// "nlbridge". Open replaces an earlier table of that name.
+	// Table is the name of the nftables tables (families inet and
+	// bridge) the firewall owns; "" = "nlbridge". Open replaces earlier
+	// tables of that name.
 	Table string
 	// NoFirewall leaves nftables and conntrack alone: no NAT, published
 	// ports, isolation or gateway modes.

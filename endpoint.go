@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sync"
 
+	"github.com/nlbridge/bridge/nat"
 	"github.com/nlbridge/bridge/nsutil"
 )
 
@@ -63,6 +64,7 @@ type Endpoint struct {
 	stopAdv  context.CancelFunc // cancels background announcements; nil if none
 	advDone  chan struct{}      // closed when they have stopped
 	ports    []published
+	guard    *nat.Guard // the elements in the firewall's guard; nil if none
 }
 
 // Network is the network the endpoint is attached to.

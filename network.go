@@ -38,6 +38,13 @@ type NetworkConfig struct {
 	HostIPv6        netip.Addr  // likewise for IPv6
 	DisableICC      bool        // sandboxes on this bridge cannot reach each other (bridge-port isolation)
 	DefaultHostIP   netip.Addr  // host address for port mappings whose HostIP is zero; zero = all addresses
+
+	// AllowSpoofing turns off the source checks on the network's ports,
+	// for sandboxes that route or bridge other addresses: by default a
+	// sandbox can send only from its own MAC and addresses (see the
+	// README's Security section). Router Advertisements and Redirects
+	// from sandboxes are dropped either way.
+	AllowSpoofing bool
 }
 
 // gateway reports whether the network has a gateway address of a family.

@@ -1,12 +1,15 @@
 // Package nat is the firewall of bridge networks over nf_tables netlink:
 // masquerade and SNAT, published ports (DNAT, also from the host itself and
 // hairpin), isolation between networks, internal networks, and the NAT and
-// routed gateway modes, plus conntrack cleanup. Everything lives in one
-// inet table that the Firewall owns; each change is one atomic batch.
+// routed gateway modes, the loopback and RA guards and anti-spoofing (see
+// Guard), plus conntrack cleanup. Everything lives in one inet table and
+// one bridge-family table of the same name that the Firewall owns; each
+// change is one atomic batch.
 //
-// The rules are fixed and created once; networks and ports are set and map
-// elements keyed by bridge name or by address, protocol and port, so adding
-// one costs the same however many exist.
+// The rules are fixed and created once; networks, ports and endpoints are
+// set and map elements keyed by bridge name, by address, protocol and
+// port, or by bridge-port name, so adding one costs the same however many
+// exist.
 //
 // A *Firewall is safe for concurrent use.
 package nat
@@ -21,7 +24,7 @@ import (
 // DefaultTable is the table name used when none is given.
 const DefaultTable = "nlbridge"
 
-// Firewall owns one inet table in one network namespace.
+// Firewall owns one inet and one bridge table in one network namespace.
 type Firewall struct {
 	mu   sync.Mutex // one batch at a time: the conn buffers messages until Flush
 	c    *nftables.Conn
