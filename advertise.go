@@ -47,6 +47,12 @@ func (a *Advertise) resolve(op string) (Advertise, error) {
 
 // advertise sends the first announcement now and the others in the
 // background. A failure of the first is returned; the caller rolls back.
+//
+// The announcer's sockets are closed by a driver goroutine after its last
+// send: closing an AF_PACKET socket waits for an RCU grace period
+// (packet_release calls synchronize_net), 10-20 ms, which neither Attach
+// nor Detach waits for. Once done is closed nothing more is sent;
+// Driver.Close waits for the closes too.
 func (e *Endpoint) advertise(op string, adv Advertise, ns *nsutil.NS, sc, hc *netlink.Conn) error {
 	if adv.Count == 0 || !e.ipv4.IsValid() && !e.ipv6.IsValid() {
 		return nil
@@ -60,14 +66,16 @@ func (e *Endpoint) advertise(op string, adv Advertise, ns *nsutil.NS, sc, hc *ne
 		a.Close()
 		return kernel(op, err)
 	}
-	if adv.Count == 1 {
-		return a.Close()
-	}
 	d := e.n.d
 	d.mu.Lock() // orders wg.Add before Close's wg.Wait
 	defer d.mu.Unlock()
 	if d.closed {
-		return a.Close()
+		a.Close()
+		return nil
+	}
+	if adv.Count == 1 {
+		d.wg.Go(func() { a.Close() })
+		return nil
 	}
 	ctx, cancel := context.WithCancel(d.ctx)
 	done := make(chan struct{})
@@ -75,8 +83,8 @@ func (e *Endpoint) advertise(op string, adv Advertise, ns *nsutil.NS, sc, hc *ne
 	e.stopAdv, e.advDone = cancel, done
 	e.mu.Unlock()
 	d.wg.Go(func() {
+		defer a.Close() // after done: Detach does not wait for it
 		defer close(done)
-		defer a.Close()
 		t := time.NewTicker(adv.Interval)
 		defer t.Stop()
 		for range adv.Count - 1 {
@@ -113,7 +121,7 @@ func (e *Endpoint) waitReady(sc, hc *netlink.Conn) {
 }
 
 // stopAdvertising cancels pending announcements and waits until none can
-// be sent any more.
+// be sent any more (not for the sockets to close).
 func (e *Endpoint) stopAdvertising() {
 	e.mu.Lock()
 	cancel, done := e.stopAdv, e.advDone

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -139,6 +141,65 @@ func TestLiveAdvertiseOffAndDetachStops(t *testing.T) {
 	if earlyN != 2 { // the first GARP and NA, sent before Attach returned
 		t.Errorf("endpoint detached in its resend window sent %d announcements, want 2 (one per family)", earlyN)
 	}
+}
+
+// TestLiveDetachStopsAnnouncementsAtOnce detaches endpoints at staggered
+// moments around their first resend, the default config otherwise, and
+// checks by the kernel's receive timestamps on the bridge that no frame of
+// theirs arrived after their Detach returned (the announcer's sockets are
+// closed later, in the background; the retired host end is off the bridge
+// too).
+func TestLiveDetachStopsAnnouncementsAtOnce(t *testing.T) {
+	d, host := hostDriver(t)
+	n := createNetwork(t, d, dual)
+	capture := testenv.StartCapture(t, host, "nlbt0")
+	const interval = 100 * time.Millisecond
+	type gone struct {
+		mac      string
+		returned time.Time
+	}
+	kept := attach(t, n, bridge.EndpointConfig{NetNS: testenv.NetNS(t, "kept").Path(), // control: resends are seen
+		Advertise: &bridge.Advertise{Count: 3, Interval: interval}})
+	var eps []gone
+	for i := range 10 {
+		ep, err := n.Attach(ctx, bridge.EndpointConfig{NetNS: testenv.NetNS(t, "sb").Path(), // distinct addresses, so distinct MACs
+			IPv4:      netip.MustParsePrefix("172.29.0." + strconv.Itoa(10+i) + "/24"),
+			IPv6:      netip.MustParsePrefix("fd29::" + strconv.Itoa(10+i) + "/64"),
+			Advertise: &bridge.Advertise{Count: 3, Interval: interval}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(interval - 5*time.Millisecond + time.Duration(i)*time.Millisecond)
+		if err := ep.Detach(ctx); err != nil {
+			t.Fatal(err)
+		}
+		eps = append(eps, gone{ep.MAC().String(), time.Now()})
+	}
+	time.Sleep(3 * interval)
+	got := announcements(t, capture.Stop())
+	if k := len(slices.DeleteFunc(slices.Clone(got), func(a announcement) bool { return a.mac.String() != kept.MAC().String() })); k != 6 {
+		t.Errorf("control endpoint sent %d announcements, want 6 (3 per family)", k)
+	}
+	resent := 0
+	for _, g := range eps {
+		sent := 0
+		for _, a := range got {
+			if a.mac.String() != g.mac {
+				continue
+			}
+			sent++
+			if !a.at.Before(g.returned) {
+				t.Errorf("%s: announcement of %s received %v after Detach returned", g.mac, a.ip, a.at.Sub(g.returned))
+			}
+		}
+		if sent < 2 {
+			t.Errorf("%s: %d announcements, want at least the first GARP and NA", g.mac, sent)
+		}
+		if sent > 2 {
+			resent++
+		}
+	}
+	t.Logf("%d of %d endpoints resent before their Detach", resent, len(eps))
 }
 
 func TestLiveAdvertiseFixesStaleNeighbour(t *testing.T) {

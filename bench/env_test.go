@@ -50,11 +50,13 @@ type world struct {
 // world's endpoints; the parent's cleanup tears down the last.
 var current *world
 
-// newWorld returns the world for the sub-benchmark key, built on first
-// use; it waits until the kernel is idle.
-func newWorld(parent, b *testing.B, key string, existing int, mode string) *world {
+// newWorld returns the world of mode with existing endpoints for the
+// sub-benchmarks of parent, built on first use (sub-benchmarks that differ
+// only in what they measure share it); it waits until the kernel is idle.
+func newWorld(parent, b *testing.B, existing int, mode string) *world {
 	b.Helper()
 	testenv.Root(b)
+	key := parent.Name() + "/" + name(mode, existing)
 	if current != nil && current.key == key {
 		settle(b)
 		return current
@@ -86,8 +88,8 @@ func newWorld(parent, b *testing.B, key string, existing int, mode string) *worl
 			}
 		}
 		sb := w.netns(b, "b")
-		_, err := fill.Attach(ctx, w.cfg(sb))
-		sb.Close() // its path is enough to delete it: keep the process's fds few
+		_, err := fill.Attach(ctx, w.cfg(sb, true)) // long attached: their announcements are over
+		sb.Close()                                  // its path is enough to delete it: keep the process's fds few
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -187,10 +189,14 @@ func (w *world) network(i int) (*bridge.Network, error) {
 	return n, err
 }
 
-// cfg is the endpoint of the workload: no announcements (they are
-// measured separately), and with the firewall one published port.
-func (w *world) cfg(sb *nsutil.NS) bridge.EndpointConfig {
-	c := bridge.EndpointConfig{NetNS: sb.Path(), Advertise: &bridge.Advertise{}}
+// cfg is the endpoint of the workload: the defaults (3 announcements, the
+// first before Attach returns) or, if quiet, no announcements (Count 0);
+// with the firewall one published port.
+func (w *world) cfg(sb *nsutil.NS, quiet bool) bridge.EndpointConfig {
+	c := bridge.EndpointConfig{NetNS: sb.Path()}
+	if quiet {
+		c.Advertise = &bridge.Advertise{}
+	}
 	if w.nat() {
 		c.Ports = []bridge.PortMapping{{Proto: bridge.TCP, HostIP: netip.IPv4Unspecified(), ContainerPort: 80}}
 	}
@@ -242,6 +248,7 @@ func TestMain(m *testing.M) {
 			rows = append(rows, r)
 			fmt.Printf("| %s | %s | %s | %s | %s |\n", r.bench, r.op, ms(r.p50), ms(r.p90), ms(r.p99))
 		}
+		floorRatios(rows)
 		reportPlot(rows)
 	}
 	os.Exit(code)
@@ -261,4 +268,40 @@ func scales() []int {
 
 func name(mode string, existing int) string {
 	return fmt.Sprintf("mode=%s/existing=%d", mode, existing)
+}
+
+// advs are the two series: the default EndpointConfig (the headline rows)
+// and announcements off (Count 0), named by a suffix.
+var advs = []struct {
+	suffix string
+	quiet  bool
+}{{"", false}, {"/adv=off", true}}
+
+// floorRatios prints nlbridge's nat+1port attach p50 over the kernel
+// floor's at each scale point: the gap that library logic and the waits
+// of the defaults add.
+func floorRatios(rows []row) {
+	p50 := map[string]time.Duration{}
+	for _, r := range rows {
+		p50[r.bench] = r.p50
+	}
+	printed := false
+	for _, existing := range scales() {
+		base := "BenchmarkAttach/" + name("nat+1port", existing)
+		fl, ok := p50["BenchmarkAttach/"+name("floor", existing)]
+		if !ok || fl == 0 {
+			continue
+		}
+		if !printed {
+			fmt.Println("\n| existing | floor p50 ms | nlbridge nat+1port / floor | Count 0 / floor |\n| ---: | ---: | ---: | ---: |")
+			printed = true
+		}
+		ratio := func(k string) string {
+			if d, ok := p50[k]; ok {
+				return fmt.Sprintf("%.2f", float64(d)/float64(fl))
+			}
+			return ""
+		}
+		fmt.Printf("| %d | %.3f | %s | %s |\n", existing, float64(fl.Microseconds())/1000, ratio(base), ratio(base+"/adv=off"))
+	}
 }

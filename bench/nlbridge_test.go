@@ -12,55 +12,72 @@ import (
 )
 
 // BenchmarkAttach times one attach per iteration into a fresh sandbox, at
-// several counts of endpoints already on the network. Detaches happen off
-// the clock.
+// several counts of endpoints already on the network: with the default
+// EndpointConfig (the headline rows), with announcements off (adv=off),
+// and, for nat+1port, the kernel's floor (mode=floor, see floor_test.go).
+// Detaches happen off the clock.
 func BenchmarkAttach(parent *testing.B) {
 	for _, mode := range []string{"plain", "dual", "nat+1port"} {
 		for _, existing := range scales() {
-			parent.Run(name(mode, existing), func(b *testing.B) {
-				w := newWorld(parent, b, b.Name(), existing, mode)
-				sbs := sandboxes(b, b.N)
-				var lat latencies
-				var eps []*bridge.Endpoint
-				b.ReportAllocs()
-				b.ResetTimer()
-				for i := range b.N {
-					t0 := time.Now()
-					ep, err := w.n.Attach(ctx, w.cfg(sbs[i]))
-					lat = append(lat, time.Since(t0))
-					if err != nil {
-						b.Fatal(err)
+			for _, adv := range advs {
+				parent.Run(name(mode, existing)+adv.suffix, func(b *testing.B) {
+					w := newWorld(parent, b, existing, mode)
+					sbs := sandboxes(b, b.N)
+					var lat latencies
+					var eps []*bridge.Endpoint
+					b.ReportAllocs()
+					b.ResetTimer()
+					for i := range b.N {
+						t0 := time.Now()
+						ep, err := w.n.Attach(ctx, w.cfg(sbs[i], adv.quiet))
+						lat = append(lat, time.Since(t0))
+						if err != nil {
+							b.Fatal(err)
+						}
+						eps = append(eps, ep)
 					}
-					eps = append(eps, ep)
-				}
-				b.StopTimer()
-				lat.report(b, "attach")
-				for _, ep := range eps {
-					ep.Detach(ctx)
-				}
-			})
+					b.StopTimer()
+					lat.report(b, "attach")
+					w.d.Detach(ctx, eps...)
+				})
+			}
+			if mode == "nat+1port" {
+				parent.Run(name("floor", existing), func(b *testing.B) {
+					floorAttach(b, newWorld(parent, b, existing, mode))
+				})
+			}
 		}
 	}
 }
 
-// BenchmarkDetach times one detach per iteration.
+// BenchmarkDetach times one detach per iteration, each right after its
+// endpoint's attach (off the clock): inside the announcement window, where
+// the defaults still have announcements pending.
 func BenchmarkDetach(parent *testing.B) {
 	for _, mode := range []string{"plain", "nat+1port"} {
-		parent.Run(name(mode, 0), func(b *testing.B) {
-			w := newWorld(parent, b, b.Name(), 0, mode)
-			eps := w.attachNew(b, b.N)
-			var lat latencies
-			b.ResetTimer()
-			for _, ep := range eps {
-				t0 := time.Now()
-				if err := ep.Detach(ctx); err != nil {
-					b.Fatal(err)
+		for _, adv := range advs {
+			parent.Run(name(mode, 0)+adv.suffix, func(b *testing.B) {
+				w := newWorld(parent, b, 0, mode)
+				sbs := sandboxes(b, b.N)
+				var lat latencies
+				b.ResetTimer()
+				for _, sb := range sbs {
+					b.StopTimer()
+					ep, err := w.n.Attach(ctx, w.cfg(sb, adv.quiet))
+					if err != nil {
+						b.Fatal(err)
+					}
+					b.StartTimer()
+					t0 := time.Now()
+					if err := ep.Detach(ctx); err != nil {
+						b.Fatal(err)
+					}
+					lat = append(lat, time.Since(t0))
 				}
-				lat = append(lat, time.Since(t0))
-			}
-			b.StopTimer()
-			lat.report(b, "detach")
-		})
+				b.StopTimer()
+				lat.report(b, "detach")
+			})
+		}
 	}
 }
 
@@ -69,30 +86,32 @@ func BenchmarkDetach(parent *testing.B) {
 func BenchmarkDetachMany(parent *testing.B) {
 	const batch = 10
 	for _, mode := range []string{"plain", "nat+1port"} {
-		parent.Run(name(mode, 0)+"/batch=10", func(b *testing.B) {
-			w := newWorld(parent, b, b.Name(), 0, mode)
-			eps := w.attachNew(b, (b.N+batch-1)/batch*batch)
-			var lat latencies
-			b.ResetTimer()
-			for i := 0; i < len(eps); i += batch {
-				t0 := time.Now()
-				if err := w.d.Detach(ctx, eps[i:i+batch]...); err != nil {
-					b.Fatal(err)
+		for _, adv := range advs {
+			parent.Run(name(mode, 0)+"/batch=10"+adv.suffix, func(b *testing.B) {
+				w := newWorld(parent, b, 0, mode)
+				eps := w.attachNew(b, (b.N+batch-1)/batch*batch, adv.quiet)
+				var lat latencies
+				b.ResetTimer()
+				for i := 0; i < len(eps); i += batch {
+					t0 := time.Now()
+					if err := w.d.Detach(ctx, eps[i:i+batch]...); err != nil {
+						b.Fatal(err)
+					}
+					lat = append(lat, time.Since(t0)/batch)
 				}
-				lat = append(lat, time.Since(t0)/batch)
-			}
-			b.StopTimer()
-			lat.report(b, "detach")
-		})
+				b.StopTimer()
+				lat.report(b, "detach")
+			})
+		}
 	}
 }
 
 // attachNew attaches n new sandboxes to the measured network (off the
 // clock: callers reset the timer after).
-func (w *world) attachNew(b *testing.B, n int) []*bridge.Endpoint {
+func (w *world) attachNew(b *testing.B, n int, quiet bool) []*bridge.Endpoint {
 	var eps []*bridge.Endpoint
 	for _, sb := range sandboxes(b, n) {
-		ep, err := w.n.Attach(ctx, w.cfg(sb))
+		ep, err := w.n.Attach(ctx, w.cfg(sb, quiet))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -107,7 +126,7 @@ func (w *world) attachNew(b *testing.B, n int) []*bridge.Endpoint {
 func BenchmarkPublishPort(parent *testing.B) {
 	for _, existing := range scales() {
 		parent.Run(name("nat", existing), func(b *testing.B) {
-			w := newWorld(parent, b, b.Name(), existing, "nat+1port")
+			w := newWorld(parent, b, existing, "nat+1port")
 			fw := w.d.Firewall()
 			var lat latencies
 			b.ResetTimer()
@@ -129,40 +148,50 @@ func BenchmarkPublishPort(parent *testing.B) {
 }
 
 // BenchmarkChurn measures attach+detach pairs per second, sequentially and
-// from several goroutines.
+// from several goroutines, at up to 1,000 existing endpoints.
 func BenchmarkChurn(parent *testing.B) {
-	for _, workers := range []int{1, 2, 8} {
-		for _, mode := range []string{"plain", "nat+1port"} {
-			parent.Run(name(mode, 0)+"/workers="+strconv.Itoa(workers), func(b *testing.B) {
-				w := newWorld(parent, b, b.Name(), 0, mode)
-				sbs := sandboxes(b, b.N)
-				var wg sync.WaitGroup
-				next := make(chan int, b.N)
-				for i := range b.N {
-					next <- i
-				}
-				close(next)
-				b.ResetTimer()
-				t0 := time.Now()
-				for range workers {
-					wg.Go(func() {
-						for i := range next {
-							ep, err := w.n.Attach(ctx, w.cfg(sbs[i]))
-							if err != nil {
-								b.Error(err)
-								return
-							}
-							if err := ep.Detach(ctx); err != nil {
-								b.Error(err)
-							}
-						}
+	for _, mode := range []string{"plain", "nat+1port"} {
+		for _, existing := range scales() {
+			if existing > 1000 {
+				continue
+			}
+			for _, workers := range []int{1, 2, 8} {
+				for _, adv := range advs {
+					parent.Run(name(mode, existing)+"/workers="+strconv.Itoa(workers)+adv.suffix, func(b *testing.B) {
+						churn(b, newWorld(parent, b, existing, mode), workers, adv.quiet)
 					})
 				}
-				wg.Wait()
-				b.ReportMetric(float64(b.N)/time.Since(t0).Seconds(), "pairs/s")
-			})
+			}
 		}
 	}
+}
+
+func churn(b *testing.B, w *world, workers int, quiet bool) {
+	sbs := sandboxes(b, b.N)
+	var wg sync.WaitGroup
+	next := make(chan int, b.N)
+	for i := range b.N {
+		next <- i
+	}
+	close(next)
+	b.ResetTimer()
+	t0 := time.Now()
+	for range workers {
+		wg.Go(func() {
+			for i := range next {
+				ep, err := w.n.Attach(ctx, w.cfg(sbs[i], quiet))
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				if err := ep.Detach(ctx); err != nil {
+					b.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.ReportMetric(float64(b.N)/time.Since(t0).Seconds(), "pairs/s")
 }
 
 // portFor is the i-th distinct published port (up to 120,000).

@@ -80,7 +80,7 @@ func writePlot(rows []row, path string) error {
 
 // seriesOf names the line an attach row belongs to, from its benchmark
 // name: BenchmarkAttach/mode=plain/existing=1000 is "nlbridge plain" at
-// 1000.
+// 1000, with /adv=off "nlbridge plain (Count 0)".
 func seriesOf(r row) (string, int, bool) {
 	if r.op != "attach" {
 		return "", 0, false
@@ -99,15 +99,20 @@ func seriesOf(r row) (string, int, bool) {
 	}
 	for _, p := range parts[1:] {
 		k, v, _ := strings.Cut(p, "=")
-		if k == "existing" {
+		switch {
+		case k == "existing":
 			n, err := strconv.Atoi(v)
 			if err != nil {
 				return "", 0, false
 			}
 			existing = n
-			continue
+		case k == "mode" && v == "floor":
+			words = []string{"kernel floor (raw netlink) nat+1port"}
+		case k == "adv" && v == "off":
+			words = append(words, "(Count 0)")
+		default:
+			words = append(words, v)
 		}
-		words = append(words, v)
 	}
 	if existing < 0 {
 		return "", 0, false

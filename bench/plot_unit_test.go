@@ -17,6 +17,8 @@ func TestSeriesOf(t *testing.T) {
 		ok        bool
 	}{
 		{"BenchmarkAttach/mode=plain/existing=1000", "attach", "nlbridge plain", 1000, true},
+		{"BenchmarkAttach/mode=nat+1port/existing=0/adv=off", "attach", "nlbridge nat+1port (Count 0)", 0, true},
+		{"BenchmarkAttach/mode=floor/existing=5000", "attach", "kernel floor (raw netlink) nat+1port", 5000, true},
 		{"BenchmarkBaselineAttach/impl=vish-fast/existing=5000", "attach", "vishvananda vish-fast", 5000, true},
 		{"BenchmarkPeerAttach/tool=netavark/mode=nat+1port/existing=0", "attach", "netavark nat+1port", 0, true},
 		{"BenchmarkPeerAttach/tool=netavark/mode=nat+1port/existing=0", "detach", "", 0, false},

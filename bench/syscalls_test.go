@@ -22,32 +22,34 @@ func BenchmarkRoundTrips(parent *testing.B) {
 		parent.Skip("strace not installed (make bench installs it)")
 	}
 	for _, mode := range []string{"plain", "dual", "nat+1port"} {
-		parent.Run(name(mode, 0), func(b *testing.B) {
-			w := newWorld(parent, b, b.Name(), 0, mode)
-			sbs := sandboxes(b, b.N)
-			var detach []func() error
-			att := traced(b, func() {
-				for _, sb := range sbs {
-					ep, err := w.n.Attach(ctx, w.cfg(sb))
-					if err != nil {
-						b.Fatal(err)
+		for _, adv := range advs {
+			parent.Run(name(mode, 0)+adv.suffix, func(b *testing.B) {
+				w := newWorld(parent, b, 0, mode)
+				sbs := sandboxes(b, b.N)
+				var detach []func() error
+				att := traced(b, func() {
+					for _, sb := range sbs {
+						ep, err := w.n.Attach(ctx, w.cfg(sb, adv.quiet))
+						if err != nil {
+							b.Fatal(err)
+						}
+						detach = append(detach, func() error { return ep.Detach(ctx) })
 					}
-					detach = append(detach, func() error { return ep.Detach(ctx) })
-				}
-			})
-			det := traced(b, func() {
-				for _, d := range detach {
-					if err := d(); err != nil {
-						b.Fatal(err)
+				})
+				det := traced(b, func() {
+					for _, d := range detach {
+						if err := d(); err != nil {
+							b.Fatal(err)
+						}
 					}
-				}
+				})
+				n := float64(b.N)
+				b.ReportMetric(float64(att.netlink)/n, "netlink-sends/attach")
+				b.ReportMetric(float64(att.setns)/n, "setns/attach")
+				b.ReportMetric(float64(det.netlink)/n, "netlink-sends/detach")
+				b.ReportMetric(float64(det.setns)/n, "setns/detach")
 			})
-			n := float64(b.N)
-			b.ReportMetric(float64(att.netlink)/n, "netlink-sends/attach")
-			b.ReportMetric(float64(att.setns)/n, "setns/attach")
-			b.ReportMetric(float64(det.netlink)/n, "netlink-sends/detach")
-			b.ReportMetric(float64(det.setns)/n, "setns/detach")
-		})
+		}
 	}
 }
 

@@ -111,7 +111,7 @@ func BenchmarkBaselineAttach(parent *testing.B) {
 				if b.N > 2000 {
 					b.Skip("address plan holds 2,000 endpoints")
 				}
-				w := newWorld(parent, b, b.Name(), existing, "plain")
+				w := newWorld(parent, b, existing, "plain")
 				h, err := netlink.NewHandleAt(netns.NsHandle(w.host.FD()))
 				if err != nil {
 					b.Fatal(err)

@@ -1,8 +1,11 @@
 package testenv
 
 import (
+	"encoding/binary"
+	"errors"
 	"net"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -13,7 +16,7 @@ import (
 
 // Frame is one captured Ethernet frame.
 type Frame struct {
-	At   time.Time
+	At   time.Time // when the kernel received it (SO_TIMESTAMPNS)
 	Data []byte
 }
 
@@ -38,19 +41,34 @@ func StartCapture(t testing.TB, ns *nsutil.NS, ifname string) *Capture {
 		c.conn, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_ALL, nil)
 		return err
 	})
+	var rc syscall.RawConn
+	if err == nil {
+		rc, err = c.conn.SyscallConn()
+	}
+	if err == nil {
+		cerr := rc.Control(func(fd uintptr) {
+			err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
+		})
+		err = errors.Join(cerr, err)
+	}
 	if err != nil {
 		t.Fatalf("capture on %s: %v", ifname, err)
 	}
 	go func() {
 		defer close(c.done)
-		buf := make([]byte, 2048)
+		buf, oob := make([]byte, 2048), make([]byte, 128)
 		for {
-			n, _, err := c.conn.ReadFrom(buf)
-			if err != nil {
+			var n, oobn int
+			var rerr error
+			err := rc.Read(func(fd uintptr) bool {
+				n, oobn, _, _, rerr = unix.Recvmsg(int(fd), buf, oob, 0)
+				return rerr != unix.EAGAIN
+			})
+			if err != nil || rerr != nil {
 				return
 			}
 			c.mu.Lock()
-			c.frames = append(c.frames, Frame{At: time.Now(), Data: append([]byte(nil), buf[:n]...)})
+			c.frames = append(c.frames, Frame{At: stamp(oob[:oobn]), Data: append([]byte(nil), buf[:n]...)})
 			c.mu.Unlock()
 		}
 	}()
@@ -70,4 +88,17 @@ func (c *Capture) Stop() []Frame {
 	c.conn.Close()
 	<-c.done
 	return c.Frames()
+}
+
+// stamp is the kernel's receive time from a recvmsg's control data, or now
+// if it carries none.
+func stamp(oob []byte) time.Time {
+	msgs, _ := unix.ParseSocketControlMessage(oob)
+	for _, m := range msgs {
+		if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SCM_TIMESTAMPNS && len(m.Data) >= 16 {
+			sec, nsec := binary.NativeEndian.Uint64(m.Data), binary.NativeEndian.Uint64(m.Data[8:]) // struct timespec, 64-bit
+			return time.Unix(int64(sec), int64(nsec))
+		}
+	}
+	return time.Now()
 }
