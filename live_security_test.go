@@ -301,15 +301,17 @@ func TestLiveRogueRA(t *testing.T) {
 			attach(t, n, bridge.EndpointConfig{NetNS: b.Path(), Advertise: quiet})
 			ll := nat.LinkLocal(ea.MAC())
 			ra := testenv.RogueRA(ea.MAC(), prefix)
+			send := func() error { return testenv.SendICMPv6(a, int(ea.IfIndex()), ll, netip.IPv6LinkLocalAllNodes(), ra) }
+			for ready := time.Now().Add(timeout); send() != nil; time.Sleep(20 * time.Millisecond) {
+				if time.Now().After(ready) {
+					t.Fatalf("A cannot send from its link-local address %s: %v", ll, send())
+				}
+			}
 			deadline := time.Now().Add(wait(!tc.blocked))
 			var addrs, routes string
 			for {
-				if err := testenv.SendICMPv6(a, int(ea.IfIndex()), ll, netip.IPv6LinkLocalAllNodes(), ra); err != nil {
-					if time.Now().After(deadline) {
-						t.Fatal(err) // the link-local address may still be coming up
-					}
-					time.Sleep(20 * time.Millisecond)
-					continue
+				if err := send(); err != nil {
+					t.Fatal(err)
 				}
 				addrs = testenv.IP(t, b, "-6", "addr", "show", "dev", "eth0")
 				routes = testenv.IP(t, b, "-6", "route", "show", "default")
