@@ -46,7 +46,11 @@ func (a *Advertise) resolve(op string) (Advertise, error) {
 }
 
 // advertise sends the first announcement now and the others in the
-// background. A failure of the first is returned; the caller rolls back.
+// background. If the interface cannot send yet (on a loaded host it may
+// not be ready within readyWait), the first goes out with the others
+// instead: announcements are an optimisation, not a reason to fail the
+// attach. Only a failure to open the sockets is returned; the caller rolls
+// back.
 //
 // The announcer's sockets are closed by a driver goroutine after its last
 // send: closing an AF_PACKET socket waits for an RCU grace period
@@ -62,9 +66,9 @@ func (e *Endpoint) advertise(op string, adv Advertise, ns *nsutil.NS, sc, hc *ne
 	if err != nil {
 		return kernel(op, err)
 	}
-	if err := a.Send(sc); err != nil {
-		a.Close()
-		return kernel(op, err)
+	left := adv.Count
+	if a.Send(sc) == nil {
+		left--
 	}
 	d := e.n.d
 	d.mu.Lock() // orders wg.Add before Close's wg.Wait
@@ -73,7 +77,7 @@ func (e *Endpoint) advertise(op string, adv Advertise, ns *nsutil.NS, sc, hc *ne
 		a.Close()
 		return nil
 	}
-	if adv.Count == 1 {
+	if left == 0 {
 		d.wg.Go(func() { a.Close() })
 		return nil
 	}
@@ -87,7 +91,7 @@ func (e *Endpoint) advertise(op string, adv Advertise, ns *nsutil.NS, sc, hc *ne
 		defer close(done)
 		t := time.NewTicker(adv.Interval)
 		defer t.Stop()
-		for range adv.Count - 1 {
+		for range left {
 			select {
 			case <-ctx.Done():
 				return

@@ -38,7 +38,8 @@ type EndpointConfig struct {
 
 	// Advertise sets the gratuitous ARP / unsolicited NA announcements
 	// after attach; nil = DefaultAdvertise (3, one second apart). The first
-	// is sent before Attach returns.
+	// is sent before Attach returns, unless the interface cannot send
+	// within 200 ms (a loaded host): then it goes out with the others.
 	Advertise *Advertise
 }
 

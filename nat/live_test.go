@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nlbridge/bridge/internal/testenv"
 	"github.com/nlbridge/bridge/nat"
@@ -43,6 +44,43 @@ func TestLiveRejectedBatchChangesNothing(t *testing.T) {
 	}
 	if out := testenv.Nft(t, ns, "list", "tables"); strings.Contains(out, "nlbt") {
 		t.Errorf("table not removed: %s", out)
+	}
+}
+
+// TestLiveThousandPortsInOneBatch publishes and withdraws 1,000 ports in
+// one call each: with a message per element, the kernel's acks overflowed
+// the socket (ENOBUFS) and the next batch waited forever for lost acks.
+func TestLiveThousandPortsInOneBatch(t *testing.T) {
+	ns := testenv.NetNS(t, "nat")
+	f, err := nat.Open(ns.FD(), "nlbt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var ps []nat.Port
+	for i := range 1000 {
+		ps = append(ps, nat.Port{Proto: unix.IPPROTO_TCP, HostIP: netip.IPv4Unspecified(), HostPort: uint16(10000 + i),
+			Addr: netip.MustParseAddr("10.0.0.2"), Port: 80})
+	}
+	done := make(chan error, 1)
+	for _, step := range []struct {
+		name string
+		fn   func(...nat.Port) error
+		want int
+	}{{"publish", f.AddPorts, 1000}, {"unpublish", f.RemovePorts, 0}} {
+		go func() { done <- step.fn(ps...) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("%s: %v", step.name, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s of 1,000 ports hangs", step.name)
+		}
+		out := testenv.Nft(t, ns, "list", "map", "inet", "nlbt", "portsany4")
+		if got := strings.Count(out, ": 10.0.0.2 . 80"); got != step.want {
+			t.Errorf("after %s: %d elements in portsany4, want %d", step.name, got, step.want)
+		}
 	}
 }
 

@@ -110,6 +110,35 @@ func TestOnePortIsOneElementWhateverExists(t *testing.T) {
 	}
 }
 
+func TestManyPortsAreFewMessages(t *testing.T) {
+	f, r := fake(t)
+	var ps []nat.Port
+	for i := range 1000 {
+		ps = append(ps, nat.Port{Proto: unix.IPPROTO_TCP, HostIP: netip.IPv4Unspecified(), HostPort: uint16(10000 + i),
+			Addr: netip.MustParseAddr("172.18.0.2"), Port: 80})
+	}
+	ps = append(ps, nat.Port{Proto: unix.IPPROTO_UDP, HostIP: netip.IPv6Unspecified(), HostPort: 53, Addr: netip.MustParseAddr("fd00::2"), Port: 53})
+	sends, n := r.Sends, len(r.Reqs)
+	if err := f.RemovePorts(ps...); err != nil {
+		t.Fatal(err)
+	}
+	msgs := r.Reqs[n+1 : len(r.Reqs)-1] // without begin and end
+	if r.Sends != sends+1 || len(msgs) != 3 {
+		t.Fatalf("1,001 ports took %d sendmsg and %d element messages, want 1 and 3 (512 + 488 in portsany4, 1 in portsany6)", r.Sends-sends, len(msgs))
+	}
+	seen := map[string]int{}
+	for _, m := range msgs {
+		set, keys, _ := setElems(t, m)
+		if nftType(m) != unix.NFT_MSG_DELSETELEM {
+			t.Errorf("type %d, want DELSETELEM", nftType(m))
+		}
+		seen[set] += len(keys)
+	}
+	if seen["portsany4"] != 1000 || seen["portsany6"] != 1 {
+		t.Errorf("elements per set %v, want portsany4:1000 portsany6:1", seen)
+	}
+}
+
 func TestPortElementsBySetAndFamily(t *testing.T) {
 	f, r := fake(t)
 	for _, tc := range []struct {

@@ -26,22 +26,52 @@ func (p Port) String() string {
 	return fmt.Sprintf("%s %s -> %s", proto, netip.AddrPortFrom(p.HostIP, p.HostPort), netip.AddrPortFrom(p.Addr, p.Port))
 }
 
-// AddPorts publishes ports in one batch: one element each.
+// AddPorts publishes ports in one batch: one element each, in one message
+// per set.
 func (f *Firewall) AddPorts(ps ...Port) error {
-	return f.run(fmt.Sprintf("publish %v", ps), func(b batch) {
-		for _, p := range ps {
-			p.element(b.add)
-		}
-	})
+	return f.run(portsOp("publish", ps), func(b batch) { bySet(ps, b.add) })
 }
 
 // RemovePorts withdraws ports in one batch.
 func (f *Firewall) RemovePorts(ps ...Port) error {
-	return f.run(fmt.Sprintf("unpublish %v", ps), func(b batch) {
-		for _, p := range ps {
-			p.element(b.del)
+	return f.run(portsOp("unpublish", ps), func(b batch) { bySet(ps, b.del) })
+}
+
+// maxSetElems bounds the elements in one message (about 50 bytes each).
+const maxSetElems = 512
+
+// bySet applies op to the ports' elements grouped by set, at most
+// maxSetElems per call. The kernel acks every message of a batch, and a
+// batch of a message per element overflows the socket's receive buffer
+// at about a thousand ports (ENOBUFS, after which acks are lost). Grouped,
+// the whole batch must still fit the socket's send buffer (about 4,000
+// ports).
+func bySet(ps []Port, op func(string, ...nftables.SetElement)) {
+	sets := map[string][]nftables.SetElement{}
+	var order []string
+	for _, p := range ps {
+		p.element(func(set string, els ...nftables.SetElement) {
+			if _, ok := sets[set]; !ok {
+				order = append(order, set)
+			}
+			sets[set] = append(sets[set], els...)
+		})
+	}
+	for _, set := range order {
+		for els := sets[set]; len(els) > 0; {
+			n := min(len(els), maxSetElems)
+			op(set, els[:n]...)
+			els = els[n:]
 		}
-	})
+	}
+}
+
+// portsOp names an operation on ports for errors, listing a few.
+func portsOp(op string, ps []Port) string {
+	if len(ps) > 4 {
+		return fmt.Sprintf("%s %d ports %v...", op, len(ps), ps[:4])
+	}
+	return fmt.Sprintf("%s %v", op, ps)
 }
 
 func (p Port) element(op func(string, ...nftables.SetElement)) {
