@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -302,26 +303,63 @@ type Change struct {
 }
 
 func (c Change) String() string {
-	return fmt.Sprintf("unpublish %v, remove guards %v, add guards %v", c.RemovePorts, c.RemoveGuards, c.AddGuards)
+	var s []string
+	if len(c.RemovePorts) > 0 {
+		s = append(s, portsOp("unpublish", c.RemovePorts))
+	}
+	for _, g := range []struct {
+		op string
+		gs []Guard
+	}{{"remove guards", c.RemoveGuards}, {"add guards", c.AddGuards}} {
+		switch {
+		case len(g.gs) > 4:
+			s = append(s, fmt.Sprintf("%s of %d ports %v...", g.op, len(g.gs), g.gs[:4]))
+		case len(g.gs) > 0:
+			s = append(s, fmt.Sprintf("%s %v", g.op, g.gs))
+		}
+	}
+	return strings.Join(s, ", ")
 }
 
-// Apply sends the change as one atomic batch. An empty change sends
-// nothing.
+// Apply sends the change as one atomic batch, its elements grouped in one
+// message per set (see bySet). An empty change sends nothing.
 func (f *Firewall) Apply(c Change) error {
 	if len(c.RemovePorts)+len(c.RemoveGuards)+len(c.AddGuards) == 0 {
 		return nil
 	}
 	return f.run(c.String(), func(b batch) {
-		for _, p := range c.RemovePorts {
-			p.element(b.del)
-		}
-		for _, g := range c.RemoveGuards {
-			g.elements(b.del)
-		}
-		for _, g := range c.AddGuards {
-			g.elements(b.add)
-		}
+		grouped(b.del, func(op func(string, ...nftables.SetElement)) {
+			bySet(c.RemovePorts, op)
+			for _, g := range c.RemoveGuards {
+				g.elements(op)
+			}
+		})
+		grouped(b.add, func(op func(string, ...nftables.SetElement)) {
+			for _, g := range c.AddGuards {
+				g.elements(op)
+			}
+		})
 	})
+}
+
+// grouped collects what fn applies and passes it on to op in one call per
+// set, at most maxSetElems elements each, sets in the order first seen.
+func grouped(op func(string, ...nftables.SetElement), fn func(op func(string, ...nftables.SetElement))) {
+	sets := map[string][]nftables.SetElement{}
+	var order []string
+	fn(func(set string, els ...nftables.SetElement) {
+		if _, ok := sets[set]; !ok {
+			order = append(order, set)
+		}
+		sets[set] = append(sets[set], els...)
+	})
+	for _, set := range order {
+		for els := sets[set]; len(els) > 0; {
+			n := min(len(els), maxSetElems)
+			op(set, els[:n]...)
+			els = els[n:]
+		}
+	}
 }
 
 func (g Guard) String() string {

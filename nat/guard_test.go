@@ -2,6 +2,7 @@ package nat_test
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -110,4 +111,24 @@ func keysOf(m map[string][][]byte) []string {
 		s = append(s, k)
 	}
 	return s
+}
+
+// Many endpoints' guards (a network delete) go in one message per set and
+// 512 elements, not one per element: the kernel acks each message, and
+// thousands of acks overflow the socket.
+func TestManyGuardsAreFewMessages(t *testing.T) {
+	f, r := fake(t)
+	var gs []nat.Guard
+	for i := range 1000 {
+		gs = append(gs, nat.Guard{Port: fmt.Sprintf("veth%07x", i), MAC: net.HardwareAddr{2, 0x42, 10, 0, byte(i >> 8), byte(i)},
+			IPv4: netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), IPv6: netip.MustParseAddr(fmt.Sprintf("fd00::%x", i+1))})
+	}
+	sends, n := r.Sends, len(r.Reqs)
+	if err := f.Apply(nat.Change{RemoveGuards: gs}); err != nil {
+		t.Fatal(err)
+	}
+	// endpoints, guarded, macs, addrs4: 1,000 each (2 messages); addrs6: 2,000 (4).
+	if msgs := len(r.Reqs) - n - 2; r.Sends != sends+1 || msgs != 12 {
+		t.Errorf("%d sendmsg, %d element messages, want 1 and 12", r.Sends-sends, msgs)
+	}
 }
