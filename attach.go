@@ -35,6 +35,7 @@ func (n *Network) Attach(ctx context.Context, cfg EndpointConfig) (*Endpoint, er
 	}
 	n.mu.Lock()
 	deleted := n.deleted
+	delete(n.inflight, e)
 	if !deleted {
 		n.endpoints[e] = struct{}{}
 	}
@@ -52,6 +53,9 @@ func (n *Network) Attach(ctx context.Context, cfg EndpointConfig) (*Endpoint, er
 func (n *Network) checkEndpoint(op string, cfg EndpointConfig) error {
 	if cfg.NetNS == "" {
 		return invalid(op, "NetNS", cfg.NetNS, "required")
+	}
+	if len(cfg.ID) > maxIDLen {
+		return invalid(op, "ID", cfg.ID, fmt.Sprintf("longer than %d bytes", maxIDLen))
 	}
 	if cfg.IfName != "" {
 		if err := checkName(op, "IfName", cfg.IfName); err != nil {
@@ -97,13 +101,25 @@ func checkEndpointAddr(op, field string, p, gw netip.Prefix) error {
 	return checkHost(op, field, p, gw.Masked())
 }
 
-// reserve claims addresses, MAC and (for automatic names) nothing else: the
-// interface name is chosen against the sandbox's links in create.
+// maxIDLen bounds EndpointConfig.ID; the whole record must fit in an
+// interface alias.
+const maxIDLen = 128
+
+// reserve claims the ID, addresses and MAC among the network's endpoints
+// (this process's and, as last read from the kernel, the others'). The
+// interface name is chosen against the sandbox's links in create. Must
+// hold the host lock.
 func (n *Network) reserve(op string, e *Endpoint, cfg EndpointConfig) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.deleted {
 		return &Error{Op: op, Kind: ErrClosed, Err: errors.New("network deleted")}
+	}
+	e.id = cfg.ID
+	if e.id == "" {
+		e.id = randomHex(16)
+	} else if n.ids[e.id] {
+		return &Error{Op: op, Field: "ID", Value: e.id, Kind: ErrExists, Err: errors.New("an endpoint of the network has this ID")}
 	}
 	var err error
 	if e.ipv4, err = n.claim(op, "IPv4", cfg.IPv4, n.cfg.IPv4); err != nil {
@@ -127,6 +143,8 @@ func (n *Network) reserve(op string, e *Endpoint, cfg EndpointConfig) error {
 		return conflict(op, "MAC", e.mac, "used by another endpoint of the network")
 	}
 	n.macs[string(e.mac)] = true
+	n.ids[e.id] = true
+	n.inflight[e] = struct{}{}
 	return nil
 }
 
@@ -165,7 +183,9 @@ func (n *Network) release(e *Endpoint) {
 	delete(n.used, e.ipv4.Addr())
 	delete(n.used, e.ipv6.Addr())
 	delete(n.macs, string(e.mac))
+	delete(n.ids, e.id)
 	delete(n.endpoints, e)
+	delete(n.inflight, e)
 	for _, a := range []netip.Addr{e.ipv4.Addr(), e.ipv6.Addr()} {
 		if a.IsValid() {
 			n.released[a] = true

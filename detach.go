@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -109,35 +110,41 @@ const reclaimGroup = groupBase
 const reclaimDelay = 50 * time.Millisecond
 
 // retire cuts the endpoints off and takes their links out of the way.
-// Announcements stop and firewall elements go first. Then the host ends
-// leave their bridges, go down and join the reclaim group (a host end that
-// is gone took its pair with it: its sandbox died). Once no traffic can
-// reach the endpoints, their conntrack entries are flushed, and then each
-// sandbox end goes down and is renamed nlbd<hex> without addresses. (The
-// flush, a CPU-bound walk of the whole table per request, is not run
-// alongside: the RCU grace periods that link changes wait for would wait
-// for it.) If a step on the links fails, pairs are deleted now instead.
+// Announcements stop first. Then, under the host lock, the host ends leave
+// their bridges, go down and join the reclaim group (a host end that is
+// gone took its pair with it: its sandbox died), which also takes their
+// records out of their networks; then the firewall elements go. Once no
+// traffic can reach the endpoints, their conntrack entries are flushed,
+// and then each sandbox end goes down and is renamed nlbd<hex> without
+// addresses. (The flush, a CPU-bound walk of the whole table per request,
+// is not run alongside: the RCU grace periods that link changes wait for
+// would wait for it.) If a step on the links fails, pairs are deleted now
+// instead. A crash after the links leaves firewall elements of no
+// endpoint, which GC removes.
 func (d *Driver) retire(eps []*Endpoint) error {
-	if err := d.unpublish(eps); err != nil {
-		return err
+	for _, e := range eps {
+		e.stopAdvertising()
 	}
 	var hostEnds []netlink.Message
 	for _, e := range eps {
 		hostEnds = append(hostEnds, link.RetireHostEndMsg(e.hostIndex, reclaimGroup))
 	}
-	err := d.withConn(func(c *netlink.Conn) error {
-		_, err := nl.ExecIgnoring(c, unix.ENODEV, hostEnds...)
-		return err
-	})
-	deleted := err != nil
-	if deleted {
-		for _, e := range eps {
-			if err := e.deletePair(); err != nil {
-				return err
+	deleted := false
+	err := d.locked(nil, func(c *netlink.Conn) (bool, error) {
+		if _, err := nl.ExecIgnoring(c, unix.ENODEV, hostEnds...); err != nil {
+			deleted = true
+			for _, e := range eps {
+				if err := e.deletePair(); err != nil {
+					return true, err
+				}
 			}
+		} else {
+			d.kickReclaim()
 		}
-	} else {
-		d.kickReclaim()
+		return true, d.unpublish(eps)
+	})
+	if err != nil {
+		return err
 	}
 	errs := []error{d.flushConntrack(true, addrsOf(eps)...)}
 	for _, e := range eps {
@@ -149,15 +156,18 @@ func (d *Driver) retire(eps []*Endpoint) error {
 }
 
 // unpublish stops the endpoints' announcements, removes their port and
-// guard elements in one firewall batch and releases their host ports. If
-// the batch fails, the ports stay held, so a retry can remove them.
+// guard elements in one firewall batch (elements already gone do not
+// count) and releases their host ports. If the batch fails, the ports stay
+// held, so a retry can remove them.
 func (d *Driver) unpublish(eps []*Endpoint) error {
 	var ch nat.Change // the guard elements go in the same batch
 	for _, e := range eps {
 		e.stopAdvertising()
+		e.mu.Lock()
 		for _, p := range e.ports {
 			ch.RemovePorts = append(ch.RemovePorts, p.Port)
 		}
+		e.mu.Unlock()
 		ch.RemoveGuards = append(ch.RemoveGuards, e.takeGuard()...)
 	}
 	if d.fw != nil {
@@ -191,7 +201,7 @@ func (e *Endpoint) retireSandboxEnd() error {
 		return nil // the path is gone: so is anything a successor could meet
 	}
 	defer ns.Close()
-	if ns.ID() != e.nsID {
+	if !e.recovered && ns.ID() != e.nsID {
 		return nil
 	}
 	sc, err := dialRoute(ns)
@@ -199,6 +209,12 @@ func (e *Endpoint) retireSandboxEnd() error {
 		return err
 	}
 	defer sc.Close()
+	if e.recovered { // is the interface at the path still ours?
+		l, err := link.GetIndex(sc, e.ifIndex)
+		if err != nil || l.Name != e.ifName || !bytes.Equal(l.MAC, e.mac) {
+			return nil
+		}
+	}
 	msgs := link.RetireMsgs(e.ifIndex, "nlbd"+randomHex(7))
 	for _, p := range []netip.Prefix{e.ipv4, e.ipv6} {
 		if p.IsValid() { // IPv4 addresses outlive the link going down

@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/netip"
 	"sync"
 
@@ -20,13 +21,17 @@ type Options struct {
 	// that calls Open.
 	NetNS string
 
-	// Table is the name of the nftables tables (families inet and
-	// bridge) the firewall owns; "" = "nlbridge". Open replaces earlier
-	// tables of that name.
+	// Table is the name of the nftables tables (families inet and bridge)
+	// the firewall owns; "" = "nlbridge". Open adopts existing tables of
+	// that name, repairing what differs from what it would create.
 	Table string
 	// NoFirewall leaves nftables and conntrack alone: no NAT, published
 	// ports, isolation or gateway modes.
 	NoFirewall bool
+
+	// Logger receives errors of background work (reclaimer, firewall
+	// repair) and records it ignores; nil = slog.Default().
+	Logger *slog.Logger
 }
 
 // GatewayMode is a network's gateway mode for one address family; the
@@ -46,6 +51,9 @@ const (
 // kernel until deleted.
 type Driver struct {
 	host  *nsutil.NS
+	lock  *hostLock // claims among processes on host
+	self  owner     // this process, in records of objects being built
+	log   *slog.Logger
 	conns chan *netlink.Conn // idle NETLINK_ROUTE conns in host
 	fw    *nat.Firewall      // nil with Options.NoFirewall
 	ct    *netlink.Conn      // NETLINK_NETFILTER conn in host, for conntrack; guarded by ctMu
@@ -86,7 +94,11 @@ func Open(ctx context.Context, opts Options) (*Driver, error) {
 		return nil, &Error{Op: op, Field: "NetNS", Value: opts.NetNS, Kind: ErrInvalid, Err: err}
 	}
 	d := &Driver{host: ns, conns: make(chan *netlink.Conn, maxIdleConns), networks: map[string]*Network{},
-		ports: map[portKey]bool{}, reclaim: make(chan struct{}, 1)}
+		ports: map[portKey]bool{}, reclaim: make(chan struct{}, 1),
+		lock: newHostLock(ns.ID()), self: selfOwner(), log: opts.Logger}
+	if d.log == nil {
+		d.log = slog.Default()
+	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	c, err := d.conn()
 	if err != nil {
@@ -108,6 +120,21 @@ func Open(ctx context.Context, opts Options) (*Driver, error) {
 			return nil, kernel(op, err)
 		}
 	}
+	// The networks (not yet their endpoints), and the firewall checked
+	// against them.
+	err = d.locked(nil, func(c *netlink.Conn) (bool, error) {
+		if err := d.loadNetworks(c); err != nil {
+			return false, err
+		}
+		return d.checkFirewall(c)
+	})
+	if err != nil {
+		d.Close()
+		return nil, kernel(op, err)
+	}
+	if d.fw != nil {
+		d.wg.Go(d.watchFirewall)
+	}
 	return d, nil
 }
 
@@ -125,6 +152,7 @@ func (d *Driver) Close() error {
 	d.mu.Unlock()
 	d.cancel()
 	d.wg.Wait()
+	d.lock.release()
 	if d.fw != nil {
 		d.fw.Close()
 	}

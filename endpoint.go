@@ -13,6 +13,11 @@ import (
 // EndpointConfig describes a sandbox's interface on a network. NetNS is
 // required; everything else may be left zero.
 type EndpointConfig struct {
+	// ID is the caller's key for the endpoint, unique within the network
+	// (Docker's endpoint ID; for CNI, the container ID and interface
+	// name); "" = a random one.
+	ID string
+
 	NetNS  string           // path of the sandbox netns, e.g. /run/netns/c1
 	IfName string           // name inside the sandbox; "" = lowest free eth<N>
 	IPv4   netip.Prefix     // e.g. 172.18.0.2/16; zero = lowest free address (when the network has IPv4)
@@ -50,6 +55,8 @@ const autoMetric = 100
 // end is on the bridge. Its methods are safe for concurrent use.
 type Endpoint struct {
 	n         *Network
+	id        string
+	recovered bool // read back from the kernel: nsID unknown
 	netns     string
 	hostName  string
 	hostIndex uint32
@@ -67,6 +74,9 @@ type Endpoint struct {
 	ports    []published
 	guard    *nat.Guard // the elements in the firewall's guard; nil if none
 }
+
+// ID is the endpoint's key within its network (EndpointConfig.ID).
+func (e *Endpoint) ID() string { return e.id }
 
 // Network is the network the endpoint is attached to.
 func (e *Endpoint) Network() *Network { return e.n }

@@ -89,9 +89,17 @@ func TestLiveFailedAttachLeavesNothing(t *testing.T) {
 
 func TestLiveNetworkConflicts(t *testing.T) {
 	d, host := hostDriver(t)
-	createNetwork(t, d, dual)
-	_, err := d.CreateNetwork(ctx, dual)
-	wantErr(t, err, bridge.ErrExists, "Name")
+	first := createNetwork(t, d, dual)
+	// The same config again returns the network; a different one names
+	// the field that differs.
+	again, err := d.CreateNetwork(ctx, dual)
+	if err != nil || again != first {
+		t.Fatalf("CreateNetwork(same config) = %p, %v; want the existing network %p", again, err, first)
+	}
+	other := dual
+	other.MTU = 1400
+	_, err = d.CreateNetwork(ctx, other)
+	wantErr(t, err, bridge.ErrConflict, "MTU")
 	_, err = d.CreateNetwork(ctx, bridge.NetworkConfig{Name: "nlbt9", IPv4: netip.MustParsePrefix("172.29.0.129/25")})
 	wantErr(t, err, bridge.ErrConflict, "IPv4")
 	_, err = d.CreateNetwork(ctx, bridge.NetworkConfig{Name: "nlbt9", IPv6: netip.MustParsePrefix("fd29::1:1/112")})

@@ -330,3 +330,28 @@ func TestLiveRogueRA(t *testing.T) {
 		})
 	}
 }
+
+// The guard is restored with the rest of the firewall: after a foreign
+// change deletes the bridge table, the driver rebuilds it from the records,
+// with every endpoint's elements, and the ARP attack is blocked again.
+func TestLiveGuardRestored(t *testing.T) {
+	p := newPair(t, false)
+	testenv.Nft(t, p.host, "delete", "table", "bridge", "nlbridge")
+	deadline := time.Now().Add(timeout)
+	for {
+		out, err := testenv.TryNft(p.host, "list", "set", "bridge", "nlbridge", "guarded")
+		if err == nil && strings.Contains(out, p.ea.HostIfName()) && strings.Contains(out, p.eb.HostIfName()) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("guard not restored within %v: %v\n%s", timeout, err, out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	bIP := p.eb.IPv4().Addr()
+	learn(t, p.host, bIP)
+	attack(t, true, func() error {
+		b, _ := disco.Gratuitous(p.ea.MAC(), bIP).MarshalBinary()
+		return testenv.SendARP(p.a, int(p.ea.IfIndex()), b)
+	}, entry{p.host, bIP, p.eb.MAC().String()})
+}

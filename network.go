@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"strconv"
@@ -55,10 +56,6 @@ func (c NetworkConfig) gateway(v6 bool) bool {
 	return c.IPv4.IsValid() && c.GatewayModeIPv4 != Isolated
 }
 
-// bridgeAlias marks bridges this package created, so a later driver that
-// finds one by name treats it as its own rather than as adopted.
-const bridgeAlias = "nlbridge"
-
 // groupBase is added to the bridge's ifindex to make the network's link
 // group: unique in the namespace while the bridge exists.
 const groupBase = 0x6e6c0000
@@ -75,11 +72,20 @@ type Network struct {
 	added   []netip.Prefix // addresses we put on an adopted bridge
 
 	mu        sync.Mutex
-	endpoints map[*Endpoint]struct{}
-	used      map[netip.Addr]bool // endpoint addresses, reserved before the kernel is touched
+	endpoints map[*Endpoint]struct{} // complete: listed by Endpoints
+	inflight  map[*Endpoint]struct{} // being attached by this process
+	foreign   []epRecord             // being attached by other processes (at the last load)
+	loaded    bool                   // endpoints read from the kernel
+	used      map[netip.Addr]bool    // endpoint addresses, reserved before the kernel is touched
 	macs      map[string]bool
+	ids       map[string]bool
 	released  map[netip.Addr]bool // addresses used before: flush their conntrack entries on reuse
 	deleted   bool
+}
+
+func newNetwork(d *Driver, cfg NetworkConfig) *Network {
+	return &Network{d: d, cfg: cfg, endpoints: map[*Endpoint]struct{}{}, inflight: map[*Endpoint]struct{}{},
+		used: map[netip.Addr]bool{}, macs: map[string]bool{}, ids: map[string]bool{}, released: map[netip.Addr]bool{}}
 }
 
 // Config returns the network's configuration.
@@ -99,22 +105,36 @@ func (n *Network) Group() uint32 { return n.group }
 // that name, and sets it up: MTU, pinned MAC, gateway addresses (and
 // fe80::1/64 with IPv6), IPv6 enabled without router advertisements, IP
 // forwarding on, link up. On failure nothing it made is left behind.
+//
+// A network that already exists (recovered at Open, or made by another
+// process) is returned as it is if cfg matches its configuration; a
+// different cfg is ErrConflict naming the first field that differs.
 func (d *Driver) CreateNetwork(ctx context.Context, cfg NetworkConfig) (*Network, error) {
 	op := "create network " + cfg.Name
 	if err := checkNetwork(op, cfg); err != nil {
 		return nil, err
 	}
-	n := &Network{d: d, cfg: cfg, endpoints: map[*Endpoint]struct{}{},
-		used: map[netip.Addr]bool{}, macs: map[string]bool{}, released: map[netip.Addr]bool{}}
-	if err := d.reserve(op, n); err != nil {
-		return nil, err
-	}
 	if err := ctx.Err(); err != nil {
-		d.unreserve(n)
 		return nil, kernel(op, err)
 	}
-	if err := d.withConn(func(c *netlink.Conn) error { return n.setup(op, c) }); err != nil {
-		d.unreserve(n)
+	var n *Network
+	err := d.locked(nil, func(c *netlink.Conn) (bool, error) {
+		if old, ok := d.Network(cfg.Name); ok {
+			n = old
+			return false, old.sameConfig(op, cfg)
+		}
+		n = newNetwork(d, cfg)
+		if err := d.reserve(op, n); err != nil {
+			return false, err
+		}
+		if err := n.setup(op, c); err != nil {
+			d.unreserve(n)
+			return true, err
+		}
+		n.loaded = true // a new bridge has no endpoints; an adopted one none of ours
+		return true, nil
+	})
+	if err != nil {
 		var e *Error
 		if errors.As(err, &e) {
 			return nil, err
@@ -122,6 +142,28 @@ func (d *Driver) CreateNetwork(ctx context.Context, cfg NetworkConfig) (*Network
 		return nil, kernel(op, err)
 	}
 	return n, nil
+}
+
+// sameConfig refuses a configuration that differs from the network's.
+func (n *Network) sameConfig(op string, cfg NetworkConfig) error {
+	have := n.cfg
+	for _, f := range []struct {
+		name      string
+		want, got any
+	}{
+		{"IPv4", cfg.IPv4, have.IPv4}, {"IPv6", cfg.IPv6, have.IPv6}, {"MTU", cfg.MTU, have.MTU},
+		{"Internal", cfg.Internal, have.Internal},
+		{"GatewayModeIPv4", cfg.GatewayModeIPv4, have.GatewayModeIPv4},
+		{"GatewayModeIPv6", cfg.GatewayModeIPv6, have.GatewayModeIPv6},
+		{"HostIPv4", cfg.HostIPv4, have.HostIPv4}, {"HostIPv6", cfg.HostIPv6, have.HostIPv6},
+		{"DisableICC", cfg.DisableICC, have.DisableICC}, {"DefaultHostIP", cfg.DefaultHostIP, have.DefaultHostIP},
+		{"AllowSpoofing", cfg.AllowSpoofing, have.AllowSpoofing},
+	} {
+		if f.want != f.got {
+			return conflict(op, f.name, f.want, fmt.Sprintf("the network exists with %v", f.got))
+		}
+	}
+	return nil
 }
 
 func checkNetwork(op string, cfg NetworkConfig) error {
@@ -190,9 +232,22 @@ func (d *Driver) unreserve(n *Network) {
 }
 
 // setup creates or adopts the bridge and configures it; on failure it
-// undoes what it did.
+// undoes what it did. The bridge's record is written twice: with this
+// process as its owner before anything else changes, and complete at the
+// end, so that a crash in between leaves a record that GC can undo.
 func (n *Network) setup(op string, c *netlink.Conn) (err error) {
 	br, err := link.Get(c, n.cfg.Name)
+	if err == nil && isNetRecord(br.Alias) {
+		// Ours, but not recovered: half-made by a process that died, or
+		// from a release without records. Start afresh.
+		if rec, derr := decodeNetRecord(br.Alias); derr == nil && rec.Owner != (owner{}) {
+			rec.Config.Name = n.cfg.Name
+			if err := n.d.removeHalfNetwork(c, br, rec); err != nil {
+				return kernel(op, err)
+			}
+			br, err = link.Get(c, n.cfg.Name)
+		}
+	}
 	created := errors.Is(err, unix.ENODEV)
 	switch {
 	case created:
@@ -212,11 +267,12 @@ func (n *Network) setup(op string, c *netlink.Conn) (err error) {
 	case n.cfg.MTU != 0 && br.MTU != n.cfg.MTU:
 		return conflict(op, "MTU", n.cfg.MTU, "the existing bridge has MTU "+strconv.Itoa(br.MTU))
 	}
-	n.adopted = !created && br.Alias != bridgeAlias
+	ours := created || isNetRecord(br.Alias)
+	n.adopted = !ours
 	n.stp = br.STP
 	n.index = br.Index
 	n.group = groupBase + br.Index
-	if !n.adopted && br.Group != 0 {
+	if ours && br.Group != 0 {
 		n.group = br.Group // ours from an earlier run: keep its group
 	}
 
@@ -226,14 +282,8 @@ func (n *Network) setup(op string, c *netlink.Conn) (err error) {
 			return kernel(op, err)
 		}
 	}
-	var msgs []netlink.Message
-	switch {
-	case created:
-		msgs = append(msgs, link.SetMsg(br.Index, false, n.group, bridgeAlias))
-	case !br.Up:
-		msgs = append(msgs, link.SetMsg(br.Index, true, 0, ""))
-	}
 	var add []netip.Prefix
+	var addMsgs []netlink.Message
 	for _, want := range n.gatewayAddrs() {
 		found := false
 		for _, h := range have {
@@ -245,9 +295,36 @@ func (n *Network) setup(op string, c *netlink.Conn) (err error) {
 		}
 		if !found {
 			add = append(add, want)
-			msgs = append(msgs, addr.AddMsg(br.Index, want))
+			addMsgs = append(addMsgs, addr.AddMsg(br.Index, want))
 		}
 	}
+	if n.adopted {
+		n.added = add
+	}
+	// A foreign alias is left alone: such a bridge is not recovered after a
+	// restart.
+	recorded := ours || br.Alias == ""
+	rec := n.record()
+	rec.Owner = n.d.self
+	var msgs []netlink.Message
+	switch {
+	case created:
+		msgs = append(msgs, link.SetMsg(br.Index, false, n.group, rec.encode()))
+	case recorded:
+		msgs = append(msgs, link.SetMsg(br.Index, !br.Up, 0, rec.encode()))
+	case !br.Up:
+		msgs = append(msgs, link.SetMsg(br.Index, true, 0, ""))
+	}
+	if len(msgs) > 0 {
+		if _, err := nl.Exec(c, msgs...); err != nil {
+			return kernel(op, err)
+		}
+	}
+	defer func() {
+		if err != nil && !created && recorded {
+			nl.Exec(c, link.SetAliasMsg(br.Index, br.Alias))
+		}
+	}()
 	if err := n.d.host.WriteSysctls(n.bridgeSysctls()...); err != nil {
 		return kernel(op, err)
 	}
@@ -261,10 +338,13 @@ func (n *Network) setup(op string, c *netlink.Conn) (err error) {
 			}
 		}()
 	}
-	if len(msgs) == 0 {
+	if recorded {
+		addMsgs = append(addMsgs, link.SetAliasMsg(br.Index, n.record().encode()))
+	}
+	if len(addMsgs) == 0 {
 		return nil
 	}
-	if _, err := nl.Exec(c, msgs...); err != nil {
+	if _, err := nl.Exec(c, addMsgs...); err != nil {
 		if !created {
 			for _, p := range add {
 				nl.Exec(c, addr.DeleteMsg(br.Index, p))
@@ -272,10 +352,12 @@ func (n *Network) setup(op string, c *netlink.Conn) (err error) {
 		}
 		return kernel(op, err)
 	}
-	if n.adopted {
-		n.added = add
-	}
 	return nil
+}
+
+// record is the network's record as the bridge carries it once complete.
+func (n *Network) record() netRecord {
+	return netRecord{Config: n.cfg, Adopted: n.adopted, Added: n.added}
 }
 
 // gatewayAddrs are the addresses the bridge carries.
@@ -324,54 +406,78 @@ func (n *Network) natNetwork() nat.Network {
 
 // Delete removes every endpoint of the network in one group delete (and
 // the devices of endpoints detached earlier), then the bridge unless it was
-// adopted (from an adopted bridge it removes only
-// the addresses it added). Deleting twice is not an error.
+// adopted (from an adopted bridge it removes only the addresses it added
+// and its record), then the firewall elements and conntrack entries of all
+// of it. The links go first: a crash after them leaves only firewall
+// elements that belong to nothing, which GC removes. Deleting twice is not
+// an error.
 func (n *Network) Delete(ctx context.Context) error {
 	op := "delete network " + n.cfg.Name
-	n.mu.Lock()
-	if n.deleted {
-		n.mu.Unlock()
-		return nil
+	if err := ctx.Err(); err != nil {
+		return kernel(op, err)
 	}
-	n.deleted = true
-	eps := n.endpoints
-	n.endpoints = map[*Endpoint]struct{}{}
-	n.mu.Unlock()
 	var list []*Endpoint
-	for ep := range eps {
-		ep.markDetached()
-		list = append(list, ep)
-	}
-	errs := []error{n.d.unpublish(list)} // firewall state goes before links
-	if n.d.fw != nil {
-		errs = append(errs, n.d.fw.RemoveNetwork(n.natNetwork()))
-	}
-	err := n.d.withConn(func(c *netlink.Conn) error {
-		if err := link.DeleteGroup(c, n.group); err != nil {
-			return err
+	err := n.d.locked(nil, func(c *netlink.Conn) (bool, error) {
+		if err := n.load(c); err != nil {
+			return false, err
 		}
-		// Endpoints detached earlier may still await the reclaimer.
-		if err := link.DeleteGroup(c, reclaimGroup); err != nil {
-			return err
+		n.mu.Lock()
+		if n.deleted {
+			n.mu.Unlock()
+			return false, nil
 		}
-		if !n.adopted {
-			return link.Delete(c, n.index) // normally gone with the group
+		n.deleted = true
+		for ep := range n.endpoints {
+			list = append(list, ep)
 		}
-		for _, p := range n.added {
-			if _, err := nl.Exec(c, addr.DeleteMsg(n.index, p)); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
-				return err
-			}
+		n.endpoints = map[*Endpoint]struct{}{}
+		n.mu.Unlock()
+		for _, ep := range list {
+			ep.markDetached()
+			ep.stopAdvertising()
 		}
-		return nil
+		if err := n.deleteLinks(c); err != nil {
+			return true, err
+		}
+		if err := n.d.unpublish(list); err != nil { // also releases the host ports
+			return true, err
+		}
+		if n.d.fw != nil {
+			return true, n.d.fw.RemoveNetwork(n.natNetwork())
+		}
+		return true, nil
 	})
+	errs := []error{err}
 	// With the links gone no new entries can appear: flush them now, all
 	// in one request.
-	errs = append(errs, err, n.d.flushConntrack(true, addrsOf(list)...))
+	errs = append(errs, n.d.flushConntrack(true, addrsOf(list)...))
 	n.d.unreserve(n)
 	if err := errors.Join(errs...); err != nil {
 		return kernel(op, err)
 	}
 	return nil
+}
+
+// deleteLinks deletes the network's devices: its group (with the bridge,
+// unless adopted), retired devices awaiting the reclaimer, and for an
+// adopted bridge the addresses this package added and its record.
+func (n *Network) deleteLinks(c *netlink.Conn) error {
+	if err := link.DeleteGroup(c, n.group); err != nil {
+		return err
+	}
+	if err := link.DeleteGroup(c, reclaimGroup); err != nil {
+		return err
+	}
+	if !n.adopted {
+		return link.Delete(c, n.index) // normally gone with the group
+	}
+	for _, p := range n.added {
+		if _, err := nl.Exec(c, addr.DeleteMsg(n.index, p)); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			return err
+		}
+	}
+	_, err := nl.ExecIgnoring(c, unix.ENODEV, link.SetAliasMsg(n.index, ""))
+	return err
 }
 
 // randomMAC returns a random locally administered unicast MAC.

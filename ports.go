@@ -208,6 +208,13 @@ func (d *Driver) holdPort(proto Proto, ip netip.Addr, cands []uint16) (*os.File,
 	return nil, 0, last
 }
 
+// registerPort records a port that a recovered endpoint publishes.
+func (d *Driver) registerPort(k portKey) {
+	d.portsMu.Lock()
+	defer d.portsMu.Unlock()
+	d.ports[k] = true
+}
+
 func (d *Driver) claimPort(k portKey) bool {
 	d.portsMu.Lock()
 	defer d.portsMu.Unlock()

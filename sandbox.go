@@ -24,6 +24,13 @@ import (
 // driver's namespace: the sandbox's route socket, the sysctls and the
 // sockets holding published ports. On failure it leaves nothing behind:
 // no link, address, route, port or reservation.
+//
+// Two steps run under the host lock (see hostLock): the claim (ID,
+// addresses and MAC chosen, then the veth pair created with a record
+// naming this process as its owner) and the commit (host ports held, their
+// firewall elements added, and the record rewritten complete, with the
+// ports). A crash between them leaves a record whose owner is dead, which
+// GC removes.
 func (e *Endpoint) create(ctx context.Context, op string, ns *nsutil.NS, cfg EndpointConfig) (err error) {
 	n := e.n
 	hc, err := n.d.conn()
@@ -61,14 +68,23 @@ func (e *Endpoint) create(ctx context.Context, op string, ns *nsutil.NS, cfg End
 		if err != nil {
 			return kernel(op, err)
 		}
-		if err := n.reserve(op, e, cfg); err != nil {
-			return err
-		}
-		reserved = true
-		if err := e.checkRoutes(op, routes); err != nil {
-			return err
-		}
-		if err := e.createVeth(op, ns, sc, hc, cfg.IfName == ""); err != nil {
+		err = n.d.locked(hc, func(hc *netlink.Conn) (bool, error) {
+			if err := n.load(hc); err != nil {
+				return false, kernel(op, err)
+			}
+			if err := n.reserve(op, e, cfg); err != nil {
+				return false, err
+			}
+			reserved = true
+			if err := e.checkRecord(op); err != nil {
+				return false, err
+			}
+			if err := e.checkRoutes(op, routes); err != nil {
+				return false, err
+			}
+			return true, e.createVeth(op, ns, sc, hc, cfg.IfName == "")
+		})
+		if err != nil {
 			return err
 		}
 		if err := ctx.Err(); err != nil {
@@ -77,13 +93,35 @@ func (e *Endpoint) create(ctx context.Context, op string, ns *nsutil.NS, cfg End
 		if err := e.configure(op, sc, cfg, routes); err != nil {
 			return err
 		}
-		if len(cfg.Ports) == 0 || n.d.fw == nil {
-			return nil
+		if len(cfg.Ports) > 0 {
+			if err := n.d.host.Enter(); err != nil {
+				return kernel(op, err)
+			}
 		}
-		if err := n.d.host.Enter(); err != nil {
-			return kernel(op, err)
-		}
-		return e.holdPorts(op, cfg.Ports)
+		return n.d.locked(hc, func(hc *netlink.Conn) (bool, error) {
+			if len(cfg.Ports) > 0 {
+				// Host ports clash across networks: know them all.
+				for _, o := range n.d.networkList() {
+					if err := o.load(hc); err != nil {
+						return false, kernel(op, err)
+					}
+				}
+				if err := e.holdPorts(op, cfg.Ports); err != nil {
+					return false, err
+				}
+				if err := e.checkRecord(op); err != nil {
+					return false, err
+				}
+				if err := e.addPorts(op); err != nil {
+					return false, err
+				}
+				published = true
+			}
+			if _, err := nl.Exec(hc, link.SetAliasMsg(e.hostIndex, e.record().encode())); err != nil {
+				return true, kernel(op, err)
+			}
+			return true, nil
+		})
 	})
 	if err != nil {
 		return err
@@ -91,12 +129,45 @@ func (e *Endpoint) create(ctx context.Context, op string, ns *nsutil.NS, cfg End
 	if err := e.flushReused(); err != nil {
 		return kernel(op, err)
 	}
-	if err := e.addPorts(op); err != nil {
-		return err
-	}
-	published = true
 	adv, _ := cfg.Advertise.resolve(op) // checked in checkEndpoint
 	return e.advertise(op, adv, ns, sc, hc)
+}
+
+// record is the endpoint's record, complete.
+func (e *Endpoint) record() epRecord {
+	r := epRecord{ID: e.id, IfName: e.ifName, NetNS: e.netns, MAC: e.mac, IPv4: e.ipv4.Addr(), IPv6: e.ipv6.Addr()}
+	e.mu.Lock()
+	for _, p := range e.ports {
+		r.Ports = append(r.Ports, portRecord{Proto: Proto(p.Proto), Routed: p.Routed, HostIP: p.HostIP, HostPort: p.HostPort, Port: p.Port.Port})
+	}
+	e.mu.Unlock()
+	return r
+}
+
+// pendingRecord is the record while this process attaches the endpoint.
+func (e *Endpoint) pendingRecord() epRecord {
+	r := e.record()
+	r.Owner = e.n.d.self
+	return r
+}
+
+// checkRecord refuses an endpoint whose record would not fit in the host
+// end's alias.
+func (e *Endpoint) checkRecord(op string) error {
+	ifName := e.ifName
+	if ifName == "" {
+		ifName = "eth1000" // the longest name an automatic choice makes in practice
+	}
+	r := e.pendingRecord()
+	r.IfName = ifName
+	if s := r.encode(); len(s) > maxAliasLen {
+		field, value := "ID", e.id
+		if len(e.ports) > 0 {
+			field, value = "Ports", fmt.Sprint(len(e.ports))
+		}
+		return invalid(op, field, value, fmt.Sprintf("the endpoint's record (%d bytes) does not fit the %d bytes of an interface alias", len(s), maxAliasLen))
+	}
+	return nil
 }
 
 // configure runs in the sandbox: it writes the sysctls, then brings up lo
@@ -134,9 +205,9 @@ func (e *Endpoint) configure(op string, sc *netlink.Conn, cfg EndpointConfig, ro
 	return nil
 }
 
-// dropIPv6 gives up the endpoint's IPv6 address, which the sandbox refused:
-// first in the guard, so that it cannot send from it once another endpoint
-// takes it.
+// dropIPv6 gives up the endpoint's IPv6 address, which the sandbox refused
+// (the commit's record has none): first in the guard, so that it cannot
+// send from it once another endpoint takes it.
 func (e *Endpoint) dropIPv6(op string) error {
 	ipv6 := e.ipv6
 	e.ipv6 = netip.Prefix{}
@@ -166,7 +237,8 @@ func (e *Endpoint) createVeth(op string, ns *nsutil.NS, sc, hc *netlink.Conn, au
 	}
 	for try := 0; ; try++ {
 		l, err := link.CreateVeth(hc, link.VethSpec{Name: e.hostName, Master: n.index, Group: n.group,
-			MTU: n.cfg.MTU, PeerName: e.ifName, PeerMAC: e.mac, PeerNetNS: ns.FD(), Isolated: n.cfg.DisableICC})
+			MTU: n.cfg.MTU, PeerName: e.ifName, PeerMAC: e.mac, PeerNetNS: ns.FD(), Isolated: n.cfg.DisableICC,
+			Alias: e.pendingRecord().encode()})
 		if err == nil {
 			e.hostIndex, e.ifIndex = l.Index, l.Peer
 			return nil

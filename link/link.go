@@ -73,7 +73,19 @@ func get(c *netlink.Conn, req *rtnetlink.LinkMessage, what string) (Link, error)
 
 // List reads every device in the conn's namespace.
 func List(c *netlink.Conn) ([]Link, error) {
-	msgs, err := nl.Dump(c, unix.RTM_GETLINK, make([]byte, unix.SizeofIfInfomsg))
+	return ListFiltered(c, Filter{})
+}
+
+// Filter selects devices in a dump; the kernel applies it, so a dump costs
+// what it returns. The zero Filter selects every device.
+type Filter struct {
+	Master uint32 // only ports of this bridge; 0 = any
+	Kind   string // only devices of this kind, e.g. "bridge"; "" = any
+}
+
+// ListFiltered reads the devices the filter selects, without statistics.
+func ListFiltered(c *netlink.Conn, f Filter) ([]Link, error) {
+	msgs, err := nl.Dump(c, unix.RTM_GETLINK, ListMsgData(f))
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
@@ -86,6 +98,31 @@ func List(c *netlink.Conn) ([]Link, error) {
 		links = append(links, l)
 	}
 	return links, nil
+}
+
+// ListMsgData encodes the body of ListFiltered's dump request.
+func ListMsgData(f Filter) []byte {
+	ae := netlink.NewAttributeEncoder()
+	ae.Uint32(unix.IFLA_EXT_MASK, 1<<3) // RTEXT_FILTER_SKIP_STATS
+	if f.Master != 0 {
+		ae.Uint32(unix.IFLA_MASTER, f.Master)
+	}
+	if f.Kind != "" {
+		ae.Nested(unix.IFLA_LINKINFO, func(ae *netlink.AttributeEncoder) error {
+			ae.String(unix.IFLA_INFO_KIND, f.Kind)
+			return nil
+		})
+	}
+	b, _ := ae.Encode()
+	return append(make([]byte, unix.SizeofIfInfomsg), b...)
+}
+
+// SetAliasMsg builds an RTM_NEWLINK that sets a device's alias (IFLA_IFALIAS);
+// "" clears it.
+func SetAliasMsg(index uint32, alias string) netlink.Message {
+	a, _ := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.IFLA_IFALIAS, Data: []byte(alias)}})
+	return netlink.Message{Header: netlink.Header{Type: unix.RTM_NEWLINK, Flags: nl.Change},
+		Data: append(ifinfo(unix.AF_UNSPEC, index, 0, 0), a...)}
 }
 
 // Parse decodes an RTM_NEWLINK message.

@@ -86,7 +86,7 @@ func TestCreateVethSendsOneCompleteMessage(t *testing.T) {
 
 func TestHostEndMsg(t *testing.T) {
 	for _, isolated := range []bool{false, true} {
-		m := link.HostEndMsg("veth1234567", isolated)
+		m := link.HostEndMsg("veth1234567", isolated, "")
 		if m.Header.Type != unix.RTM_NEWLINK || m.Header.Flags != netlink.Request|netlink.Acknowledge ||
 			nlenc.Uint32(m.Data[4:8]) != 0 || nlenc.Uint32(m.Data[8:12]) != unix.IFF_UP || nlenc.Uint32(m.Data[12:16]) != unix.IFF_UP {
 			t.Fatalf("header %+v ifinfomsg %x: want a change by name setting IFF_UP", m.Header, m.Data[:16])

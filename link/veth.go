@@ -21,6 +21,7 @@ type VethSpec struct {
 	PeerMAC   net.HardwareAddr // nil = random
 	PeerNetNS int              // fd of the peer's namespace; the peer stays down
 	Isolated  bool             // bridge-port isolation: no traffic to other isolated ports
+	Alias     string           // IFLA_IFALIAS of the host end; "" = none
 }
 
 // CreateVeth creates the pair in one sendmsg: the create request (host end
@@ -33,17 +34,21 @@ func CreateVeth(c *netlink.Conn, s VethSpec) (Link, error) {
 	if err != nil {
 		return Link{}, err
 	}
-	return createEcho(c, "veth "+s.Name, m, HostEndMsg(s.Name, s.Isolated))
+	return createEcho(c, "veth "+s.Name, m, HostEndMsg(s.Name, s.Isolated, s.Alias))
 }
 
 // HostEndMsg builds an RTM_NEWLINK that brings up the device named name as
 // a bridge port with no IPv6 addressing (addrgenmode none: no link-local
 // address, so no DAD, router solicitations or MLD, whose deferred work
-// would contend for the RTNL lock) and, if isolated, bridge-port isolation.
-// Port flags cannot ride in the create message (the kernel ignores
-// IFLA_INFO_SLAVE_DATA there), nor can the inet6 settings (EAFNOSUPPORT).
-func HostEndMsg(name string, isolated bool) netlink.Message {
+// would contend for the RTNL lock), if isolated bridge-port isolation, and
+// the alias, if not "". Port flags cannot ride in the create message (the
+// kernel ignores IFLA_INFO_SLAVE_DATA there), nor can the inet6 settings
+// (EAFNOSUPPORT) or an alias (ignored).
+func HostEndMsg(name string, isolated bool, alias string) netlink.Message {
 	a := &rtnetlink.LinkAttributes{Name: name}
+	if alias != "" {
+		a.Alias = &alias
+	}
 	if isolated {
 		on := driver.BridgeEnableEnabled
 		a.Info = &rtnetlink.LinkInfo{SlaveKind: "bridge", SlaveData: &driver.BridgePort{Isolated: &on}}

@@ -59,6 +59,9 @@ func TestLiveGoldenRuleset(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
+	if err := f.Rebuild(nil, nil, nil); err != nil {
+		t.Fatal(err)
+	}
 	out := testenv.Nft(t, ns, "list", "ruleset")
 	golden(t, "table.nft", handles.ReplaceAllString(out, ""))
 }

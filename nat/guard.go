@@ -272,9 +272,9 @@ func metaEq(key expr.MetaKey, data ...byte) []expr.Any {
 	return []expr.Any{&expr.Meta{Key: key, Register: reg1}, &expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: data}}
 }
 
-// addGuard queues the guard table's sets, chains and rules on c (no flush)
-// and records the sets in f.sets. Every chain is declared before any rule,
-// since rules jump between them.
+// addGuard queues the guard table's sets, chains and rules (tagged for
+// Check) on c, without flushing, and records the sets in sets. Every chain
+// is declared before any rule, since rules jump between them.
 func addGuard(c *nftables.Conn, t *nftables.Table, sets map[string]*nftables.Set) error {
 	for _, s := range guardSets(t) {
 		if err := c.AddSet(s, nil); err != nil {
@@ -282,13 +282,13 @@ func addGuard(c *nftables.Conn, t *nftables.Table, sets map[string]*nftables.Set
 		}
 		sets[s.Name] = s
 	}
-	chs := guardChains(t)
-	for _, ch := range chs {
+	tcs := tagged(guardChains(t))
+	for _, ch := range tcs {
 		c.AddChain(ch.c)
 	}
-	for _, ch := range chs {
-		for _, r := range ch.rules {
-			c.AddRule(&nftables.Rule{Table: t, Chain: ch.c, Exprs: r})
+	for _, ch := range tcs {
+		for i, r := range ch.rules {
+			c.AddRule(&nftables.Rule{Table: t, Chain: ch.c, Exprs: r, UserData: ch.tags[i]})
 		}
 	}
 	return nil
@@ -322,12 +322,13 @@ func (c Change) String() string {
 }
 
 // Apply sends the change as one atomic batch, its elements grouped in one
-// message per set (see bySet). An empty change sends nothing.
+// message per set (see bySet). A change that only removes ignores what is
+// already gone, as RemovePorts does. An empty change sends nothing.
 func (f *Firewall) Apply(c Change) error {
 	if len(c.RemovePorts)+len(c.RemoveGuards)+len(c.AddGuards) == 0 {
 		return nil
 	}
-	return f.run(c.String(), func(b batch) {
+	all := func(b batch) {
 		grouped(b.del, func(op func(string, ...nftables.SetElement)) {
 			bySet(c.RemovePorts, op)
 			for _, g := range c.RemoveGuards {
@@ -339,7 +340,20 @@ func (f *Firewall) Apply(c Change) error {
 				g.elements(op)
 			}
 		})
-	})
+	}
+	if len(c.AddGuards) > 0 {
+		return f.run(c.String(), all)
+	}
+	var each []func(b batch)
+	for _, p := range c.RemovePorts {
+		each = append(each, func(b batch) { p.element(b.del) })
+	}
+	for _, g := range c.RemoveGuards {
+		g.elements(func(set string, els ...nftables.SetElement) {
+			each = append(each, func(b batch) { b.del(set, els...) })
+		})
+	}
+	return f.runIgnoringMissing(c.String(), all, each)
 }
 
 // grouped collects what fn applies and passes it on to op in one call per

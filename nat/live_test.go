@@ -21,6 +21,9 @@ func TestLiveRejectedBatchChangesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
+	if err := f.Rebuild(nil, nil, nil); err != nil {
+		t.Fatal(err)
+	}
 	a := nat.Port{Proto: unix.IPPROTO_TCP, HostIP: netip.IPv4Unspecified(), HostPort: 8080, Addr: netip.MustParseAddr("10.0.0.2"), Port: 80}
 	if err := f.AddPorts(a); err != nil {
 		t.Fatal(err)
@@ -57,6 +60,9 @@ func TestLiveThousandPortsInOneBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
+	if err := f.Rebuild(nil, nil, nil); err != nil {
+		t.Fatal(err)
+	}
 	var ps []nat.Port
 	for i := range 1000 {
 		ps = append(ps, nat.Port{Proto: unix.IPPROTO_TCP, HostIP: netip.IPv4Unspecified(), HostPort: uint16(10000 + i),
@@ -81,6 +87,80 @@ func TestLiveThousandPortsInOneBatch(t *testing.T) {
 		if got := strings.Count(out, ": 10.0.0.2 . 80"); got != step.want {
 			t.Errorf("after %s: %d elements in portsany4, want %d", step.name, got, step.want)
 		}
+	}
+}
+
+// Check tells a table as Rebuild makes it from a missing or changed one,
+// and Rebuild restores it with the elements given, atomically.
+func TestLiveCheckAndRebuild(t *testing.T) {
+	ns := testenv.NetNS(t, "nat")
+	f, err := nat.Open(ns.FD(), "nlbt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	check := func(wantFound, wantIntact bool) {
+		t.Helper()
+		found, intact, err := f.Check()
+		if err != nil || found != wantFound || intact != wantIntact {
+			t.Fatalf("Check = found %v, intact %v, %v; want %v, %v", found, intact, err, wantFound, wantIntact)
+		}
+	}
+	check(false, false)
+	p := nat.Port{Proto: unix.IPPROTO_TCP, HostIP: netip.IPv4Unspecified(), HostPort: 8080, Addr: netip.MustParseAddr("10.0.0.2"), Port: 80}
+	r := nat.Port{Proto: unix.IPPROTO_UDP, HostIP: netip.MustParseAddr("fd00::2"), HostPort: 53, Addr: netip.MustParseAddr("fd00::2"), Port: 53, Routed: true}
+	nw := nat.Network{Bridge: "br0", Mode6: nat.Routed}
+	if err := f.Rebuild([]nat.Network{nw}, []nat.Port{p}, nil); err != nil {
+		t.Fatal(err)
+	}
+	check(true, true)
+	if err := f.AddPorts(r); err != nil {
+		t.Fatal(err)
+	}
+	ports, err := f.Ports()
+	if err != nil || len(ports) != 2 || ports[0] != p || ports[1] != r {
+		t.Errorf("Ports() = %v, %v; want [%v %v]", ports, err, p, r)
+	}
+	if b, err := f.Bridges(); err != nil || len(b) != 1 || b[0] != "br0" {
+		t.Errorf("Bridges() = %v, %v", b, err)
+	}
+	for _, change := range [][]string{
+		{"insert", "rule", "inet", "nlbt", "prerouting", "return"},
+		{"flush", "chain", "inet", "nlbt", "forward"},
+		{"add", "chain", "inet", "nlbt", "extra"},
+	} {
+		if err := f.Rebuild([]nat.Network{nw}, []nat.Port{p}, nil); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Nft(t, ns, change...)
+		check(true, false)
+	}
+	testenv.Nft(t, ns, "delete", "table", "inet", "nlbt")
+	check(false, false)
+	if err := f.Rebuild([]nat.Network{nw}, []nat.Port{p}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if out := testenv.Nft(t, ns, "list", "map", "inet", "nlbt", "portsany4"); !strings.Contains(out, "tcp . 8080 : 10.0.0.2 . 80") {
+		t.Errorf("rebuilt table lacks the port:\n%s", out)
+	}
+	// Removing what is gone is not an error.
+	if err := f.RemovePorts(p, r); err != nil {
+		t.Errorf("RemovePorts with one missing: %v", err)
+	}
+	if ports, _ := f.Ports(); len(ports) != 0 {
+		t.Errorf("ports left: %v", ports)
+	}
+	if err := f.RemoveBridge("br0"); err != nil {
+		t.Errorf("RemoveBridge: %v", err)
+	}
+	if b, _ := f.Bridges(); len(b) != 0 {
+		t.Errorf("bridges left: %v", b)
+	}
+	if err := f.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.RemovePorts(p); err != nil {
+		t.Errorf("RemovePorts without a table: %v", err)
 	}
 }
 

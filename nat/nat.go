@@ -15,10 +15,12 @@
 package nat
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 
 	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
 )
 
 // DefaultTable is the table name used when none is given.
@@ -33,55 +35,82 @@ type Firewall struct {
 	sets map[string]*nftables.Set
 }
 
-// Open builds the table (replacing any earlier table of that name, atomically)
-// in the namespace of fd, using a lasting netlink socket.
+// Open returns the firewall of the table in the namespace of fd, using a
+// lasting netlink socket. It changes nothing: Check tells whether the table
+// is as this package builds it, Rebuild builds it.
 func Open(fd int, table string) (*Firewall, error) {
 	c, err := nftables.New(nftables.WithNetNSFd(fd), nftables.AsLasting())
 	if err != nil {
 		return nil, fmt.Errorf("nftables: %w", err)
 	}
-	f, err := New(c, table)
-	if err != nil {
-		c.CloseLasting()
+	return newFirewall(c, table), nil
+}
+
+// New builds empty tables over an existing conn (for tests, one made with
+// nftables.WithTestDial), replacing any tables of that name.
+func New(c *nftables.Conn, table string) (*Firewall, error) {
+	f := newFirewall(c, table)
+	if err := f.Rebuild(nil, nil, nil); err != nil {
 		return nil, err
 	}
 	return f, nil
 }
 
-// New builds the table over an existing conn (for tests, one made with
-// nftables.WithTestDial).
-func New(c *nftables.Conn, table string) (*Firewall, error) {
+func newFirewall(c *nftables.Conn, table string) *Firewall {
 	if table == "" {
 		table = DefaultTable
 	}
 	t := &nftables.Table{Name: table, Family: nftables.TableFamilyINet}
 	bt := &nftables.Table{Name: table, Family: nftables.TableFamilyBridge}
 	f := &Firewall{c: c, t: t, bt: bt, sets: map[string]*nftables.Set{}}
+	for _, s := range append(sets(t), guardSets(bt)...) {
+		f.sets[s.Name] = s
+	}
+	return f
+}
+
+// Rebuild replaces the tables, atomically, by ones with the fixed sets,
+// chains and rules and the elements of the networks, ports and guards
+// given: one batch, so no packet ever sees a table without them.
+func (f *Firewall) Rebuild(nets []Network, ports []Port, guards []Guard) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, t := f.c, f.t
 	// add + delete + add: clean tables whether or not they existed.
-	for _, t := range []*nftables.Table{t, bt} {
+	for _, t := range []*nftables.Table{t, f.bt} {
 		c.AddTable(t)
 		c.DelTable(t)
 		c.AddTable(t)
 	}
 	for _, s := range sets(t) {
 		if err := c.AddSet(s, nil); err != nil {
-			return nil, fmt.Errorf("declare set %s: %w", s.Name, err)
+			return fmt.Errorf("declare set %s: %w", s.Name, err)
 		}
 		f.sets[s.Name] = s
 	}
-	for _, ch := range chains(t) {
+	for _, ch := range taggedChains(t) {
 		c.AddChain(ch.c)
-		for _, r := range ch.rules {
-			c.AddRule(&nftables.Rule{Table: t, Chain: ch.c, Exprs: r})
+		for i, r := range ch.rules {
+			c.AddRule(&nftables.Rule{Table: t, Chain: ch.c, Exprs: r, UserData: ch.tags[i]})
 		}
 	}
-	if err := addGuard(c, bt, f.sets); err != nil {
-		return nil, fmt.Errorf("declare guard: %w", err)
+	if err := addGuard(c, f.bt, f.sets); err != nil {
+		return fmt.Errorf("declare guard: %w", err)
 	}
+	b := batch{f}
+	for _, n := range nets {
+		n.elements(b, b.add)
+	}
+	bySet(ports, b.add)
+	grouped(b.add, func(op func(string, ...nftables.SetElement)) {
+		for _, g := range guards {
+			g.elements(op)
+		}
+	})
 	if err := c.Flush(); err != nil {
-		return nil, fmt.Errorf("create tables inet and bridge %s: %w", table, err)
+		return fmt.Errorf("create tables inet and bridge %s: %w", t.Name, err)
 	}
-	return f, nil
+	return nil
 }
 
 // Table is the table's name.
@@ -120,6 +149,36 @@ func (b batch) del(set string, els ...nftables.SetElement) {
 // run builds the batch with fn and sends it as one atomic transaction: the
 // kernel applies all of it or none.
 func (f *Firewall) run(what string, fn func(b batch)) error {
+	err := f.runOnce(what, fn)
+	return err
+}
+
+// runIgnoringMissing is run for removals: what is already gone (ENOENT,
+// also when the table is gone) does not count. It sends all (nil = every
+// one of each) as one batch; if the kernel refuses it, each removal is
+// retried on its own, so the others still go.
+func (f *Firewall) runIgnoringMissing(what string, all func(b batch), each []func(b batch)) error {
+	if all == nil {
+		all = func(b batch) {
+			for _, fn := range each {
+				fn(b)
+			}
+		}
+	}
+	err := f.runOnce(what, all)
+	if !errors.Is(err, unix.ENOENT) {
+		return err
+	}
+	var errs []error
+	for _, fn := range each {
+		if err := f.runOnce(what, fn); err != nil && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (f *Firewall) runOnce(what string, fn func(b batch)) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	fn(batch{f})

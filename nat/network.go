@@ -55,9 +55,14 @@ func (f *Firewall) AddNetwork(n Network) error {
 	return f.run("add network "+n.Bridge, func(b batch) { n.elements(b, b.add) })
 }
 
-// RemoveNetwork removes the network's elements in one batch.
+// RemoveNetwork removes the network's elements in one batch. Elements
+// already gone (or the whole table) are not an error.
 func (f *Firewall) RemoveNetwork(n Network) error {
-	return f.run("remove network "+n.Bridge, func(b batch) { n.elements(b, b.del) })
+	var fns []func(b batch)
+	n.elements(batch{f}, func(set string, els ...nftables.SetElement) {
+		fns = append(fns, func(b batch) { b.del(set, els...) })
+	})
+	return f.runIgnoringMissing("remove network "+n.Bridge, nil, fns)
 }
 
 // elements applies op (add or del) to every element of the network.

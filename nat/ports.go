@@ -32,9 +32,14 @@ func (f *Firewall) AddPorts(ps ...Port) error {
 	return f.run(portsOp("publish", ps), func(b batch) { bySet(ps, b.add) })
 }
 
-// RemovePorts withdraws ports in one batch.
+// RemovePorts withdraws ports in one batch. Ports already gone (or the
+// whole table) are not an error.
 func (f *Firewall) RemovePorts(ps ...Port) error {
-	return f.run(portsOp("unpublish", ps), func(b batch) { bySet(ps, b.del) })
+	each := make([]func(b batch), len(ps))
+	for i, p := range ps {
+		each[i] = func(b batch) { p.element(b.del) }
+	}
+	return f.runIgnoringMissing(portsOp("unpublish", ps), func(b batch) { bySet(ps, b.del) }, each)
 }
 
 // maxSetElems bounds the elements in one message (about 50 bytes each).

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"net/netip"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -40,6 +41,12 @@ func Outside(t testing.TB, host *nsutil.NS) *nsutil.NS {
 func Nft(t testing.TB, ns *nsutil.NS, args ...string) string {
 	t.Helper()
 	return run(t, "ip", append([]string{"netns", "exec", nsName(ns), "nft"}, args...)...)
+}
+
+// TryNft runs nft(8) inside ns and returns its output and error.
+func TryNft(ns *nsutil.NS, args ...string) (string, error) {
+	out, err := exec.Command("ip", append([]string{"netns", "exec", nsName(ns), "nft"}, args...)...).CombinedOutput()
+	return string(out), err
 }
 
 // NoElements fails the test if any set or map of the table (inet, and

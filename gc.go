@@ -1,0 +1,179 @@
+package bridge
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+
+	"github.com/mdlayher/netlink"
+	"github.com/nlbridge/bridge/internal/nl"
+	"github.com/nlbridge/bridge/link"
+	"github.com/nlbridge/bridge/nat"
+	"golang.org/x/sys/unix"
+)
+
+// GC collects garbage, with the semantics of CNI's GC: it detaches every
+// complete endpoint, of every network in the namespace, for which keep
+// returns false, and removes whatever belongs to no complete endpoint or
+// network: pairs and bridges that a process died while making (their
+// record names an owner that is gone), retired devices, and the firewall
+// elements and conntrack entries of endpoints whose sandbox died (their
+// veth went with it) or whose detach was cut short. Endpoints that a live
+// process is still attaching are left alone. keep may be nil (keep all).
+func (d *Driver) GC(ctx context.Context, keep func(*Endpoint) bool) error {
+	const op = "gc"
+	if err := ctx.Err(); err != nil {
+		return kernel(op, err)
+	}
+	err := d.locked(nil, func(c *netlink.Conn) (bool, error) {
+		if err := d.loadNetworks(c); err != nil {
+			return false, err
+		}
+		for _, n := range d.networkList() {
+			if err := n.loadEndpoints(c); err != nil {
+				return false, err
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		return kernel(op, err)
+	}
+	var drop []*Endpoint
+	for _, n := range d.networkList() {
+		for _, e := range n.Endpoints() {
+			if keep != nil && !keep(e) {
+				drop = append(drop, e)
+			}
+		}
+	}
+	if err := d.Detach(ctx, drop...); err != nil {
+		return &Error{Op: op, Err: err}
+	}
+	if err := ctx.Err(); err != nil {
+		return kernel(op, err)
+	}
+	var stale []netip.Addr
+	err = d.locked(nil, func(c *netlink.Conn) (bool, error) {
+		var err error
+		stale, err = d.collect(c)
+		return true, err
+	})
+	if err == nil {
+		err = d.flushConntrack(true, stale...)
+	}
+	if err != nil {
+		return kernel(op, err)
+	}
+	return nil
+}
+
+// collect removes residue (see GC) and returns the addresses whose
+// conntrack entries must go. Must hold the host lock, with every network
+// and endpoint read.
+func (d *Driver) collect(c *netlink.Conn) ([]netip.Addr, error) {
+	var stale []netip.Addr
+	bridges, err := link.ListFiltered(c, link.Filter{Kind: "bridge"})
+	if err != nil {
+		return nil, err
+	}
+	for _, br := range bridges {
+		if !isNetRecord(br.Alias) {
+			continue
+		}
+		rec, err := decodeNetRecord(br.Alias)
+		if err != nil || rec.Owner == (owner{}) || rec.Owner.alive() {
+			continue
+		}
+		rec.Config.Name = br.Name
+		if err := d.removeHalfNetwork(c, br, rec); err != nil {
+			return nil, fmt.Errorf("remove half-made network %s: %w", br.Name, err)
+		}
+	}
+	veths, err := link.ListFiltered(c, link.Filter{Kind: "veth"})
+	if err != nil {
+		return nil, err
+	}
+	var half []netlink.Message
+	for _, l := range veths {
+		if !isEpRecord(l.Alias) {
+			continue
+		}
+		rec, err := decodeEpRecord(l.Alias)
+		if err != nil {
+			continue
+		}
+		switch {
+		case l.Group == reclaimGroup: // retired; its detach may have died before the flush
+		case rec.Owner != (owner{}) && !rec.Owner.alive():
+			half = append(half, link.RetireHostEndMsg(l.Index, reclaimGroup))
+		default:
+			continue
+		}
+		for _, a := range []netip.Addr{rec.IPv4, rec.IPv6} {
+			if a.IsValid() {
+				stale = append(stale, a)
+			}
+		}
+	}
+	if _, err := nl.ExecIgnoring(c, unix.ENODEV, half...); err != nil {
+		return nil, err
+	}
+	if err := link.DeleteGroup(c, reclaimGroup); err != nil {
+		return nil, err
+	}
+	if d.fw == nil {
+		return stale, nil
+	}
+	orphans, err := d.orphanPorts()
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range orphans {
+		stale = append(stale, p.Addr)
+	}
+	if err := d.fw.RemovePorts(orphans...); err != nil {
+		return nil, err
+	}
+	names, err := d.fw.Bridges()
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range names {
+		if _, ok := d.Network(name); !ok {
+			if err := d.fw.RemoveBridge(name); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return stale, nil
+}
+
+// orphanPorts lists the firewall's port elements whose container address
+// belongs to no endpoint, complete or being attached.
+func (d *Driver) orphanPorts() ([]nat.Port, error) {
+	ports, err := d.fw.Ports()
+	if err != nil {
+		return nil, err
+	}
+	live := map[netip.Addr]bool{}
+	for _, n := range d.networkList() {
+		n.mu.Lock()
+		for _, set := range []map[*Endpoint]struct{}{n.endpoints, n.inflight} {
+			for e := range set {
+				live[e.ipv4.Addr()], live[e.ipv6.Addr()] = true, true
+			}
+		}
+		for _, r := range n.foreign {
+			live[r.IPv4], live[r.IPv6] = true, true
+		}
+		n.mu.Unlock()
+	}
+	var out []nat.Port
+	for _, p := range ports {
+		if !live[p.Addr] {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
