@@ -37,8 +37,12 @@ func Exec(c *netlink.Conn, msgs ...netlink.Message) ([]netlink.Message, error) {
 }
 
 // ExecIgnoring is Exec, counting refusals with errno ignore (e.g. ENOENT
-// for "nothing to delete") as success.
+// for "nothing to delete") as success. No messages send nothing (an empty
+// sendmsg fails with ENODATA).
 func ExecIgnoring(c *netlink.Conn, ignore syscall.Errno, msgs ...netlink.Message) ([]netlink.Message, error) {
+	if len(msgs) == 0 {
+		return nil, nil
+	}
 	if len(msgs) > MaxBatch {
 		return execChunks(c, ignore, msgs)
 	}

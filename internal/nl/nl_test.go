@@ -67,6 +67,16 @@ func TestExecIgnoringSkipsOnlyThatErrno(t *testing.T) {
 	}
 }
 
+// Regression: GC's batch of half-made pairs may be empty; an empty sendmsg
+// fails with ENODATA, so nothing is sent.
+func TestExecNothingSendsNothing(t *testing.T) {
+	r := &nltestutil.Recorder{}
+	replies, err := nl.ExecIgnoring(r.Dial(), unix.ENODEV)
+	if err != nil || replies != nil || r.Sends != 0 {
+		t.Fatalf("replies %v, err %v, sends %d; want nothing sent", replies, err, r.Sends)
+	}
+}
+
 // Regression: a batch of 1,000 requests (Network.Delete's conntrack flush
 // of 1,000 endpoints) overflowed the receive buffer with acks and waited
 // forever for the lost ones. It goes in chunks of MaxBatch, and a refusal
