@@ -86,7 +86,7 @@ func (d *Driver) firewallState(c *netlink.Conn) ([]nat.Network, []nat.Port, []na
 func (d *Driver) watchFirewall() {
 	kick := make(chan struct{}, 1)
 	watching := make(chan bool, 1)
-	go d.watchEvents(kick, watching)
+	d.wg.Go(func() { d.watchEvents(kick, watching) })
 	var tick <-chan time.Time
 	for {
 		select {
