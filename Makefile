@@ -4,7 +4,7 @@
 GO ?= go
 export GOFLAGS := -buildvcs=false
 
-.PHONY: demo test deps vet bench bench-peers
+.PHONY: demo test deps cni-deps vet bench bench-peers cni
 
 # deps installs what the tests use as independent oracles (iproute2, nft,
 # conntrack).
@@ -18,8 +18,30 @@ vet:
 demo: deps
 	$(GO) run ./cmd/nlbridge-demo
 
+# cni-deps installs the real CNI clients the CNI plugin's live tests drive
+# (containerd 1.6 + crictl, Podman 4.3, cnitool) and the reference plugins.
+# A policy-rc.d stops the packages from starting daemons in the machine's
+# own namespace. The Go tools go to .tools/bin, which the tests find on PATH.
+TOOLS := $(CURDIR)/.tools/bin
+export PATH := $(TOOLS):$(PATH)
+CNI_PKGS := containerd runc podman conmon containernetworking-plugins busybox-static iptables
+cni-deps:
+	@if [ "$$(id -u)" = 0 ]; then \
+		dpkg -s $(CNI_PKGS) >/dev/null 2>&1 || { \
+			test -e /usr/sbin/policy-rc.d || { printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }; \
+			apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $(CNI_PKGS); }; \
+	fi
+	@test -x $(TOOLS)/crictl || GOBIN=$(TOOLS) $(GO) install sigs.k8s.io/cri-tools/cmd/crictl@v1.34.0
+	@test -x $(TOOLS)/cnitool || GOBIN=$(TOOLS) $(GO) install github.com/containernetworking/cni/cnitool@v1.3.0
+
+# cni builds the CNI plugin as $(CNI_BIN_DIR)/nlbridge.
+CNI_BIN_DIR ?= /opt/cni/bin
+cni:
+	mkdir -p $(CNI_BIN_DIR)
+	$(GO) build -o $(CNI_BIN_DIR)/nlbridge ./cmd/nlbridge-cni
+
 # test runs unit tests and (as root) live tests in throwaway namespaces.
-test: deps vet
+test: deps cni-deps vet
 	$(GO) test -race -count=1 ./...
 
 # bench runs the endpoint-churn benchmarks (bench/ is its own module), as
@@ -39,5 +61,6 @@ bench-peers: deps
 	GOBIN=$(PEERS) $(GO) install github.com/containernetworking/plugins/plugins/main/bridge@v1.9.1 \
 		github.com/containernetworking/plugins/plugins/ipam/host-local@v1.9.1 \
 		github.com/containernetworking/plugins/plugins/meta/portmap@v1.9.1
+	$(MAKE) cni CNI_BIN_DIR=$(PEERS)
 	cd bench && NLB_CNI_BIN=$(PEERS) NLB_BENCH_SCALES=0,1000 $(GO) test -run '^$$' \
 		-bench 'PeerAttach|Attach/mode=nat|BaselineAttach|Detach' -benchtime 50x -timeout 60m .

@@ -135,6 +135,9 @@ func peers(b *testing.B) map[string]peer {
 		if _, err := os.Stat(filepath.Join(bin, "portmap")); err == nil {
 			out["cni"] = &cni{bin: bin, ipam: b.TempDir(), results: map[[2]int]json.RawMessage{}}
 		}
+		if _, err := os.Stat(filepath.Join(bin, "nlbridge")); err == nil {
+			out["nlbridge-cni"] = &nlbCNI{bin: bin, results: map[[2]int]json.RawMessage{}}
+		}
 	}
 	for _, p := range []string{"/usr/lib/podman/netavark", "/usr/libexec/podman/netavark"} {
 		if _, err := os.Stat(p); err == nil {
@@ -150,7 +153,7 @@ func peers(b *testing.B) map[string]peer {
 // the peer itself on a second network.
 func BenchmarkPeerAttach(parent *testing.B) {
 	testenv.Root(parent)
-	for _, name := range []string{"cni", "netavark"} {
+	for _, name := range []string{"cni", "nlbridge-cni", "netavark"} {
 		for _, existing := range scales() {
 			parent.Run(fmt.Sprintf("tool=%s/mode=nat+1port/existing=%d", name, existing), func(b *testing.B) {
 				if existing > 1000 {

@@ -37,8 +37,15 @@ func Exec(c *netlink.Conn, msgs ...netlink.Message) ([]netlink.Message, error) {
 }
 
 // ExecIgnoring is Exec, counting refusals with errno ignore (e.g. ENOENT
-// for "nothing to delete") as success.
+// for "nothing to delete") as success. No messages send nothing (an empty
+// sendmsg fails with ENODATA).
 func ExecIgnoring(c *netlink.Conn, ignore syscall.Errno, msgs ...netlink.Message) ([]netlink.Message, error) {
+	if len(msgs) == 0 {
+		return nil, nil
+	}
+	if len(msgs) > MaxBatch {
+		return execChunks(c, ignore, msgs)
+	}
 	sent, err := c.SendMessages(msgs)
 	if err != nil {
 		return nil, err
@@ -80,6 +87,37 @@ func ExecIgnoring(c *netlink.Conn, ignore syscall.Errno, msgs ...netlink.Message
 				continue
 			}
 			replies = append(replies, m)
+		}
+	}
+	if refused != nil {
+		return replies, refused
+	}
+	return replies, nil
+}
+
+// MaxBatch bounds the messages of one sendmsg. The kernel answers each
+// with an ack of its own (about 1 KiB of receive buffer each); a few
+// hundred overflow the socket's receive buffer, and the lost acks would be
+// waited for forever. Longer batches go in chunks of MaxBatch, one round
+// trip each.
+const MaxBatch = 64
+
+// execChunks is ExecIgnoring for batches longer than MaxBatch: every chunk
+// is sent, and the first refusal is reported by its index in msgs.
+func execChunks(c *netlink.Conn, ignore syscall.Errno, msgs []netlink.Message) ([]netlink.Message, error) {
+	var replies []netlink.Message
+	var refused *BatchError
+	for i := 0; i < len(msgs); i += MaxBatch {
+		r, err := ExecIgnoring(c, ignore, msgs[i:min(i+MaxBatch, len(msgs))]...)
+		replies = append(replies, r...)
+		var be *BatchError
+		switch {
+		case errors.As(err, &be):
+			if refused == nil {
+				refused = &BatchError{Index: i + be.Index, Err: be.Err}
+			}
+		case err != nil:
+			return nil, err
 		}
 	}
 	if refused != nil {

@@ -66,3 +66,40 @@ func TestExecIgnoringSkipsOnlyThatErrno(t *testing.T) {
 		t.Fatalf("err = %v, want EPERM on message 2 (ENOENT on 0 ignored)", err)
 	}
 }
+
+// Regression: GC's batch of half-made pairs may be empty; an empty sendmsg
+// fails with ENODATA, so nothing is sent.
+func TestExecNothingSendsNothing(t *testing.T) {
+	r := &nltestutil.Recorder{}
+	replies, err := nl.ExecIgnoring(r.Dial(), unix.ENODEV)
+	if err != nil || replies != nil || r.Sends != 0 {
+		t.Fatalf("replies %v, err %v, sends %d; want nothing sent", replies, err, r.Sends)
+	}
+}
+
+// Regression: a batch of 1,000 requests (Network.Delete's conntrack flush
+// of 1,000 endpoints) overflowed the receive buffer with acks and waited
+// forever for the lost ones. It goes in chunks of MaxBatch, and a refusal
+// is reported at its index in the whole batch.
+func TestExecChunksLongBatches(t *testing.T) {
+	n := 0
+	r := &nltestutil.Recorder{Reply: func(netlink.Message) ([]netlink.Message, int) {
+		n++
+		if n == 2*nl.MaxBatch+3 {
+			return nil, int(unix.EPERM)
+		}
+		return nil, int(unix.ENOENT)
+	}}
+	msgs := make([]netlink.Message, 1000)
+	for i := range msgs {
+		msgs[i] = msg(unix.RTM_DELLINK, nl.Change)
+	}
+	_, err := nl.ExecIgnoring(r.Dial(), unix.ENOENT, msgs...)
+	var be *nl.BatchError
+	if !errors.As(err, &be) || be.Index != 2*nl.MaxBatch+2 || !errors.Is(err, unix.EPERM) {
+		t.Fatalf("err = %v, want EPERM on message %d", err, 2*nl.MaxBatch+2)
+	}
+	if want := (1000 + nl.MaxBatch - 1) / nl.MaxBatch; r.Sends != want || len(r.Reqs) != 1000 {
+		t.Fatalf("%d sendmsg with %d messages, want %d with 1000", r.Sends, len(r.Reqs), want)
+	}
+}

@@ -1,0 +1,367 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/nlbridge/bridge/internal/testenv"
+	"github.com/nlbridge/bridge/nsutil"
+)
+
+// plugEnv is a host namespace and one network for direct plugin calls.
+type plugEnv struct {
+	t        *testing.T
+	host     *nsutil.NS
+	name, br string
+	entry    string
+	gw       netip.Addr
+	subnet   netip.Prefix
+	version  string
+}
+
+func newPlugEnv(t *testing.T, subnet string, extra string) *plugEnv {
+	pluginPath(t)
+	e := &plugEnv{t: t, host: testenv.NetNS(t, "cnih"), name: "nlbt-" + randHex(3), br: "nlbt" + randHex(3),
+		subnet: netip.MustParsePrefix(subnet), version: "1.0.0"}
+	e.gw = e.subnet.Addr().Next()
+	e.entry = nlbridgeConf(e.br, subnet, extra)
+	inNSOutput(t, e.host, "ip", "link", "set", "lo", "up")
+	return e
+}
+
+func (e *plugEnv) conf(extra map[string]any) []byte {
+	return pluginConf(e.t, e.version, e.name, e.entry, extra)
+}
+
+func (e *plugEnv) add(id string, sb *nsutil.NS, args string, extra map[string]any) ([]byte, error) {
+	e.t.Helper()
+	return call{cmd: "ADD", containerID: id, netns: sb.Path(), args: args, conf: e.conf(extra)}.run(e.t, e.host)
+}
+
+func (e *plugEnv) del(id, netns string, extra map[string]any) error {
+	e.t.Helper()
+	_, err := call{cmd: "DEL", containerID: id, netns: netns, conf: e.conf(extra)}.run(e.t, e.host)
+	return err
+}
+
+// cniCode reads the error code a failed call printed.
+func cniCode(t testing.TB, out []byte) (uint, string) {
+	t.Helper()
+	var te types.Error
+	if err := json.Unmarshal(out, &te); err != nil {
+		t.Fatalf("error output %q: %v", out, err)
+	}
+	return te.Code, te.Msg
+}
+
+// TestDelIdempotent: DEL succeeds as containerd's rmp sends it (no netns,
+// no prevResult), for a sandbox that is gone, and for an ADD that never
+// happened; each leaves nothing.
+func TestDelIdempotent(t *testing.T) {
+	e := newPlugEnv(t, "10.78.0.0/24", "")
+	if err := e.del("never-added", "", nil); err != nil {
+		t.Fatalf("DEL of an ADD that never happened: %v", err)
+	}
+	sb := testenv.NetNS(t, "cnis")
+	out, err := e.add("c1", sb, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := resultAddr(t, parseResult(t, out), false)
+	// containerd's stopp: netns and prevResult.
+	var prev map[string]any
+	json.Unmarshal(out, &prev)
+	if err := e.del("c1", sb.Path(), map[string]any{"prevResult": prev}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.OnlyLoopback(t, sb)
+	onlyBridge(t, e.host, e.br)
+	// containerd's rmp: netns "" and no prevResult.
+	if err := e.del("c1", "", nil); err != nil {
+		t.Fatal(err)
+	}
+
+	// A sandbox that is gone before DEL.
+	sb2 := testenv.NetNS(t, "cnis")
+	if _, err := e.add("c2", sb2, "", map[string]any{"runtimeConfig": map[string]any{
+		"portMappings": []map[string]any{{"hostPort": 18090, "containerPort": 80, "protocol": "tcp"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	path := sb2.Path()
+	if err := nsutil.Delete(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.del("c2", path, nil); err != nil {
+		t.Fatalf("DEL with the sandbox gone: %v", err)
+	}
+	if err := e.del("c2", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	onlyBridge(t, e.host, e.br)
+	if out := ruleset(t, e.host); strings.Contains(out, "18090") {
+		t.Errorf("port of the deleted attachment still published:\n%s", out)
+	}
+	noConntrack(t, e.host, a.Addr())
+}
+
+// TestAddErrors: ADD on an existing attachment is an error and leaves the
+// attachment working; bad input gives the spec's codes and no residue.
+func TestAddErrors(t *testing.T) {
+	e := newPlugEnv(t, "10.79.0.0/24", "")
+	sb := testenv.NetNS(t, "cnis")
+	if _, err := e.add("c1", sb, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	out, err := e.add("c1", sb, "", nil)
+	if err == nil {
+		t.Fatal("second ADD of c1/eth0 succeeded")
+	}
+	if code, msg := cniCode(t, out); code != codeExists || !strings.Contains(msg, "c1/eth0") {
+		t.Errorf("second ADD: code %d %q, want %d", code, msg, codeExists)
+	}
+	if err := testenv.Ping(sb, e.gw, 2*time.Second); err != nil {
+		t.Errorf("first attachment broken by the refused ADD: %v", err)
+	}
+
+	sb2 := testenv.NetNS(t, "cnis")
+	for _, tc := range []struct {
+		args  string
+		extra map[string]any
+		code  uint
+		what  string
+	}{
+		{"IP=10.79.0.2", nil, codeConflict, "10.79.0.2"}, // c1 has it
+		{"IP=10.80.0.2", nil, types.ErrInvalidEnvironmentVariables, "10.80.0.2"},
+		{"BOGUS=1", nil, types.ErrInvalidEnvironmentVariables, "BOGUS"},
+		{"", map[string]any{"runtimeConfig": map[string]any{"mac": "nope"}}, types.ErrInvalidNetworkConfig, "mac"},
+		{"", map[string]any{"disableContainerInterface": true}, types.ErrUnsupportedField, "disableContainerInterface"},
+	} {
+		out, err := e.add("c2", sb2, tc.args, tc.extra)
+		if err == nil {
+			t.Errorf("%s %v: ADD succeeded", tc.args, tc.extra)
+			continue
+		}
+		if code, msg := cniCode(t, out); code != tc.code || !strings.Contains(msg, tc.what) {
+			t.Errorf("%s %v: code %d %q, want %d naming %s", tc.args, tc.extra, code, msg, tc.code, tc.what)
+		}
+		testenv.OnlyLoopback(t, sb2)
+	}
+	// A port taken by c1 is a conflict, and the failed ADD leaves nothing.
+	pm := map[string]any{"runtimeConfig": map[string]any{
+		"portMappings": []map[string]any{{"hostPort": 18091, "containerPort": 80}}}}
+	sb3 := testenv.NetNS(t, "cnis")
+	if _, err := e.add("c3", sb3, "", pm); err != nil {
+		t.Fatal(err)
+	}
+	out, err = e.add("c2", sb2, "", pm)
+	if code, _ := cniCode(t, out); err == nil || code != codeConflict {
+		t.Errorf("ADD publishing a taken port: %v code %d", err, code)
+	}
+	testenv.OnlyLoopback(t, sb2)
+	for _, id := range []string{"c1", "c3"} {
+		if err := e.del(id, "", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	onlyBridge(t, e.host, e.br)
+}
+
+// TestConcurrentAddDel: 20 ADD processes at once get 20 distinct
+// addresses (from a range narrower than the subnet, which the plugin
+// allocates itself); 20 DELs at once leave nothing.
+func TestConcurrentAddDel(t *testing.T) {
+	e := newPlugEnv(t, "10.81.0.0/16", "")
+	e.entry = strings.Replace(e.entry, `"subnet": "10.81.0.0/16"`,
+		`"subnet": "10.81.0.0/16", "rangeStart": "10.81.5.1", "rangeEnd": "10.81.5.40"`, 1)
+	const n = 20
+	sbs := make([]*nsutil.NS, n)
+	for i := range sbs {
+		sbs[i] = testenv.NetNS(t, "cnis")
+	}
+	addrs := make([]netip.Prefix, n)
+	outs := make([][]byte, n)
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() { outs[i], errs[i] = e.add(fmt.Sprintf("c%d", i), sbs[i], "", nil) })
+	}
+	wg.Wait()
+	seen := map[netip.Addr]int{}
+	lo, hi := netip.MustParseAddr("10.81.5.1"), netip.MustParseAddr("10.81.5.40")
+	for i := range addrs {
+		if errs[i] != nil {
+			t.Fatalf("ADD %d: %v", i, errs[i])
+		}
+		addrs[i] = resultAddr(t, parseResult(t, outs[i]), false)
+		a := addrs[i]
+		if j, dup := seen[a.Addr()]; dup {
+			t.Errorf("ADD %d and %d both got %s", j, i, a)
+		}
+		seen[a.Addr()] = i
+		if a.Addr().Less(lo) || hi.Less(a.Addr()) {
+			t.Errorf("ADD %d got %s outside the range", i, a)
+		}
+	}
+	for i := range n {
+		if err := testenv.Ping(sbs[i], e.gw, 2*time.Second); err != nil {
+			t.Errorf("sandbox %d (%s) -> gateway: %v", i, addrs[i], err)
+		}
+	}
+	for i := range n {
+		wg.Go(func() { errs[i] = e.del(fmt.Sprintf("c%d", i), sbs[i].Path(), nil) })
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil {
+			t.Errorf("DEL %d: %v", i, errs[i])
+		}
+		testenv.OnlyLoopback(t, sbs[i])
+	}
+	onlyBridge(t, e.host, e.br)
+}
+
+// TestChaining: nlbridge followed by the reference portmap plugin (which
+// publishes the port with iptables from our prevResult), and by the
+// reference firewall plugin, through cnitool with a 1.0.0 conflist.
+func TestChaining(t *testing.T) {
+	pluginPath(t)
+	needRef(t, "portmap", "firewall")
+	need(t, "iptables")
+	host := testenv.NetNS(t, "cnih")
+	inNSOutput(t, host, "ip", "link", "set", "lo", "up")
+	name, br := "nlbt-"+randHex(3), "nlbt"+randHex(3)
+	entry := strings.Replace(nlbridgeConf(br, "10.82.0.0/24", ""), `"portMappings": true, `, "", 1)
+	dir := confList(t, "1.0.0", name, entry,
+		`{"type": "portmap", "capabilities": {"portMappings": true}}`,
+		`{"type": "firewall", "backend": "iptables"}`)
+	ct := newCnitool(t, host, dir, name)
+	sb := testenv.NetNS(t, "cnis")
+	r := parseResult(t, []byte(ct.must("add", sb.Path(),
+		`CAP_ARGS={"portMappings":[{"hostPort":18092,"containerPort":80,"protocol":"tcp"}]}`)))
+	a := resultAddr(t, r, false)
+	if len(r.Interfaces) != 3 || r.Interfaces[2].Sandbox != sb.Path() {
+		t.Fatalf("chained result lost our interfaces: %+v", r.Interfaces)
+	}
+	// portmap's DNAT, from our result's address, works.
+	testenv.Listen(t, sb, netip.AddrPortFrom(netip.IPv4Unspecified(), 80))
+	if _, err := testenv.Dial(host, netip.AddrPortFrom(netip.MustParseAddr("10.82.0.1"), 18092), 2*time.Second); err != nil {
+		t.Errorf("port published by the chained portmap: %v", err)
+	}
+	if out := inNSOutput(t, host, "iptables-save"); !strings.Contains(out, a.Addr().String()) {
+		t.Errorf("portmap/firewall rules do not name our address %s:\n%s", a.Addr(), out)
+	}
+	ct.must("check", sb.Path())
+	ct.must("del", sb.Path())
+	testenv.OnlyLoopback(t, sb)
+	onlyBridge(t, host, br)
+}
+
+// TestDualStackCheck: host-local ranges of both families, result version
+// 0.4.0; CHECK passes on the fresh attachment and fails once the kernel no
+// longer matches prevResult.
+func TestDualStackCheck(t *testing.T) {
+	e := newPlugEnv(t, "10.85.0.0/24", "")
+	e.entry = strings.Replace(e.entry, `[[{"subnet": "10.85.0.0/24"}]]`, `[[{"subnet": "10.85.0.0/24"}], [{"subnet": "fd00:85::/64"}]]`, 1)
+	e.version = "0.4.0"
+	sb := testenv.NetNS(t, "cnis")
+	out, err := e.add("c1", sb, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prev map[string]any
+	if err := json.Unmarshal(out, &prev); err != nil || prev["cniVersion"] != "0.4.0" {
+		t.Fatalf("result %s: %v", out, err)
+	}
+	r := parseResult(t, out)
+	a4, a6 := resultAddr(t, r, false), resultAddr(t, r, true)
+	if !netip.MustParsePrefix("fd00:85::/64").Contains(a6.Addr()) {
+		t.Fatalf("IPv6 address %s", a6)
+	}
+	if err := testenv.Ping(sb, netip.MustParseAddr("fd00:85::1"), 2*time.Second); err != nil {
+		t.Errorf("sandbox -> IPv6 gateway: %v", err)
+	}
+	check := func() error {
+		_, err := call{cmd: "CHECK", containerID: "c1", netns: sb.Path(), conf: e.conf(map[string]any{"prevResult": prev})}.run(t, e.host)
+		return err
+	}
+	if err := check(); err != nil {
+		t.Fatalf("CHECK of a fresh attachment: %v", err)
+	}
+	testenv.IP(t, sb, "addr", "del", a4.String(), "dev", "eth0")
+	if err := check(); err == nil || !strings.Contains(err.Error(), a4.String()) {
+		t.Errorf("CHECK after the address was removed: %v, want a failure naming %s", err, a4)
+	}
+	if err := e.del("c1", sb.Path(), map[string]any{"prevResult": prev}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.OnlyLoopback(t, sb)
+	onlyBridge(t, e.host, e.br)
+}
+
+// TestAnnounce: an IPv4-only ADD announces its address with a gratuitous
+// ARP (the kernel's arp_notify) that reaches the bridge; with
+// announcements 0 none is sent (checked once the sandbox's own ARP for the
+// gateway, sent after ADD returned, has been captured).
+func TestAnnounce(t *testing.T) {
+	e := newPlugEnv(t, "10.86.0.0/24", "")
+	sb0 := testenv.NetNS(t, "cnis")
+	if _, err := e.add("c0", sb0, "", nil); err != nil { // makes the bridge
+		t.Fatal(err)
+	}
+	// arpSeen reports whether frames hold an ARP request from a for target.
+	arpSeen := func(frames []testenv.Frame, a, target netip.Addr) bool {
+		for _, f := range frames {
+			b := f.Data
+			if len(b) >= 42 && b[12] == 0x08 && b[13] == 0x06 && b[21] == 1 &&
+				netip.AddrFrom4([4]byte(b[28:32])) == a && netip.AddrFrom4([4]byte(b[38:42])) == target {
+				return true
+			}
+		}
+		return false
+	}
+	for _, tc := range []struct {
+		extra map[string]any
+		want  bool
+	}{{nil, true}, {map[string]any{"announcements": 0}, false}} {
+		capture := testenv.StartCapture(t, e.host, e.br)
+		sb := testenv.NetNS(t, "cnis")
+		id := "c" + randHex(2)
+		out, err := e.add(id, sb, "", tc.extra)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := resultAddr(t, parseResult(t, out), false).Addr()
+		if !tc.want {
+			if err := testenv.Ping(sb, e.gw, 2*time.Second); err != nil {
+				t.Fatal(err)
+			}
+		}
+		target := a // the gratuitous ARP; without one, the ARP for the gateway
+		if !tc.want {
+			target = e.gw
+		}
+		deadline := time.Now().Add(2 * time.Second)
+		for !arpSeen(capture.Frames(), a, target) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		frames := capture.Stop()
+		if !arpSeen(frames, a, target) {
+			t.Fatalf("announcements %v: no ARP request from %s for %s on the bridge", tc.extra, a, target)
+		}
+		if got := arpSeen(frames, a, a); got != tc.want {
+			t.Errorf("announcements %v: gratuitous ARP for %s seen = %v, want %v", tc.extra, a, got, tc.want)
+		}
+		if err := e.del(id, "", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.del("c0", "", nil); err != nil {
+		t.Fatal(err)
+	}
+}
