@@ -78,7 +78,7 @@ func (d *Driver) firewallState(c *netlink.Conn) ([]nat.Network, []nat.Port, erro
 func (d *Driver) watchFirewall() {
 	kick := make(chan struct{}, 1)
 	watching := make(chan bool, 1)
-	go d.watchEvents(kick, watching)
+	d.wg.Go(func() { d.watchEvents(kick, watching) })
 	var tick <-chan time.Time
 	for {
 		select {
@@ -121,10 +121,10 @@ func (d *Driver) watchEvents(kick chan<- struct{}, watching chan<- bool) {
 		watching <- false
 		return
 	}
-	go func() {
+	d.wg.Go(func() {
 		<-d.ctx.Done()
 		c.Close()
-	}()
+	})
 	for {
 		msgs, err := c.Receive()
 		if d.ctx.Err() != nil {

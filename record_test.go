@@ -66,8 +66,8 @@ func TestRecordGarbage(t *testing.T) {
 		}
 	}
 	for _, s := range []string{
-		"nlbridge/1 ep id=x if=eth0 ns=/x",                   // no mac
-		"nlbridge/1 ep id=x if=eth0 ns=/x mac=zz",            // bad mac
+		"nlbridge/1 ep id=x if=eth0 ns=/x",        // no mac
+		"nlbridge/1 ep id=x if=eth0 ns=/x mac=zz", // bad mac
 		"nlbridge/1 ep id=x if=eth0 ns=/x mac=024200000002 v4=fd00::1",
 		"nlbridge/1 ep id=x if=eth0 ns=/x mac=024200000002 p=tcp/1.2.3.4/0/80",
 		"nlbridge/1 ep id=x if=eth0 ns=/x mac=024200000002 owner=0.1",
