@@ -95,7 +95,7 @@ func Open(ctx context.Context, opts Options) (*Driver, error) {
 	}
 	d := &Driver{host: ns, conns: make(chan *netlink.Conn, maxIdleConns), networks: map[string]*Network{},
 		ports: map[portKey]bool{}, reclaim: make(chan struct{}, 1),
-		lock: newHostLock(ns.ID()), self: selfOwner(), log: opts.Logger}
+		lock: newHostLock(lockDir, ns.ID()), self: selfOwner(), log: opts.Logger}
 	if d.log == nil {
 		d.log = slog.Default()
 	}

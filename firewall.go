@@ -129,10 +129,10 @@ func (d *Driver) watchEvents(kick chan<- struct{}, watching chan<- bool) {
 		watching <- false
 		return
 	}
-	go func() {
+	d.wg.Go(func() {
 		<-d.ctx.Done()
 		c.Close()
-	}()
+	})
 	for {
 		msgs, err := c.Receive()
 		if d.ctx.Err() != nil {

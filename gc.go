@@ -116,8 +116,10 @@ func (d *Driver) collect(c *netlink.Conn) ([]netip.Addr, error) {
 			}
 		}
 	}
-	if _, err := nl.ExecIgnoring(c, unix.ENODEV, half...); err != nil {
-		return nil, err
+	if len(half) > 0 {
+		if _, err := nl.ExecIgnoring(c, unix.ENODEV, half...); err != nil {
+			return nil, err
+		}
 	}
 	if err := link.DeleteGroup(c, reclaimGroup); err != nil {
 		return nil, err

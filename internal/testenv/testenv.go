@@ -69,7 +69,10 @@ func Links(t testing.TB, ns *nsutil.NS) []string {
 	var names []string
 	for _, line := range strings.Split(strings.TrimSpace(IP(t, ns, "-o", "link", "show")), "\n") {
 		f := strings.Fields(line)
-		if len(f) > 1 {
+		// Other lines are iproute2's warnings (it merges stderr), e.g.
+		// "Peer netns reference is invalid." for a peer whose namespace
+		// id it cannot map.
+		if len(f) > 1 && strings.HasSuffix(f[0], ":") {
 			name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
 			names = append(names, name)
 		}
