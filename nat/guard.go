@@ -382,3 +382,60 @@ func (g Guard) String() string {
 	}
 	return fmt.Sprintf("%s %s %v %v", g.Port, g.MAC, g.IPv4, g.IPv6)
 }
+
+// GuardPorts lists the ports that have guard elements, for garbage
+// collection (elements of ports whose device is gone).
+func (f *Firewall) GuardPorts() ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	els, err := f.c.GetSetElements(f.sets[setEndpoints])
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, el := range els {
+		out = append(out, strings.TrimRight(string(el.Key), "\x00"))
+	}
+	return out, nil
+}
+
+// RemoveGuardPorts removes every guard element of the ports, whatever
+// addresses they hold, in one batch. Elements already gone do not count.
+func (f *Firewall) RemoveGuardPorts(ports ...string) error {
+	if len(ports) == 0 {
+		return nil
+	}
+	gone := map[string]bool{}
+	for _, p := range ports {
+		gone[string(ifname(p))] = true
+	}
+	f.mu.Lock()
+	dels := map[string][]nftables.SetElement{}
+	for _, s := range guardSets(f.bt) {
+		els, err := f.c.GetSetElements(f.sets[s.Name])
+		if err != nil {
+			f.mu.Unlock()
+			return err
+		}
+		for _, el := range els {
+			if len(el.Key) >= 16 && gone[string(el.Key[:16])] {
+				dels[s.Name] = append(dels[s.Name], nftables.SetElement{Key: el.Key})
+			}
+		}
+	}
+	f.mu.Unlock()
+	var each []func(b batch)
+	for set, els := range dels {
+		for _, el := range els {
+			each = append(each, func(b batch) { b.del(set, el) })
+		}
+	}
+	all := func(b batch) {
+		grouped(b.del, func(op func(string, ...nftables.SetElement)) {
+			for set, els := range dels {
+				op(set, els...)
+			}
+		})
+	}
+	return f.runIgnoringMissing(fmt.Sprintf("remove guards of %d ports", len(ports)), all, each)
+}
