@@ -69,9 +69,17 @@ func TestLiveChild(t *testing.T) {
 		}
 		d.Close()
 		fmt.Println("ready")
-	case "churn": // attach and detach at random until killed
+	case "churn": // attach and detach (and now and then delete and create the network) at random until killed
 		fmt.Println("ready")
 		for {
+			if rand.IntN(20) == 0 {
+				if err := n.Delete(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if n, err = d.CreateNetwork(ctx, stateNet); err != nil {
+					t.Fatal(err)
+				}
+			}
 			sb := sandboxes[rand.IntN(len(sandboxes))]
 			if e, ok := n.Endpoint(filepath.Base(sb)); ok {
 				if err := e.Detach(ctx); err != nil {
@@ -295,11 +303,12 @@ func isKind(err, kind error, field string) bool {
 // ends, no interfaces in other sandboxes, no other port elements.
 func complete(t *testing.T, d *bridge.Driver, host *nsutil.NS, sandboxes []*nsutil.NS) []*bridge.Endpoint {
 	t.Helper()
-	n, ok := d.Network(stateNet.Name)
-	if !ok {
-		t.Fatal("network not recovered")
+	var eps []*bridge.Endpoint
+	if n, ok := d.Network(stateNet.Name); ok {
+		eps = n.Endpoints()
+	} else if bridges := testenv.IP(t, host, "-o", "link", "show", "type", "bridge"); strings.Contains(bridges, stateNet.Name) {
+		t.Fatalf("bridge %s exists but is not recovered:\n%s", stateNet.Name, bridges)
 	}
-	eps := n.Endpoints()
 	want := []string{stateNet.Name}
 	ports := testenv.Nft(t, host, "list", "map", "inet", "nlbridge", "portsany4")
 	for _, e := range eps {
@@ -328,6 +337,14 @@ func complete(t *testing.T, d *bridge.Driver, host *nsutil.NS, sandboxes []*nsut
 	}
 	if c := strings.Count(ports, " . 80"); c != total {
 		t.Errorf("%d port elements for %d published ports:\n%s", c, total, ports)
+	}
+	if len(eps) == 0 {
+		if _, ok := d.Network(stateNet.Name); !ok {
+			want = nil
+			if tables := testenv.Nft(t, host, "list", "set", "inet", "nlbridge", "bridges"); strings.Contains(tables, stateNet.Name) {
+				t.Errorf("elements of a deleted network left:\n%s", tables)
+			}
+		}
 	}
 	slices.Sort(want)
 	if got := hostLinks(t, host); !slices.Equal(got, want) {
@@ -410,9 +427,10 @@ func TestLiveCrashLoop(t *testing.T) {
 		t.Fatal(err)
 	}
 	complete(t, d, host, sandboxes)
-	n, _ := d.Network(stateNet.Name)
-	if err := n.Delete(ctx); err != nil {
-		t.Fatal(err)
+	if n, ok := d.Network(stateNet.Name); ok {
+		if err := n.Delete(ctx); err != nil {
+			t.Fatal(err)
+		}
 	}
 	testenv.NoElements(t, host, "nlbridge")
 }

@@ -52,11 +52,18 @@ func IP(t testing.TB, ns *nsutil.NS, args ...string) string {
 	return run(t, "ip", append([]string{"-n", nsName(ns)}, args...)...)
 }
 
+// run runs cmd and returns its standard output; the test fails with both
+// outputs if it fails. Warnings on standard error (iproute2 prints "Peer
+// netns reference is invalid." for a veth whose peer's namespace it cannot
+// name) stay out of what callers parse.
 func run(t testing.TB, cmd string, args ...string) string {
 	t.Helper()
-	out, err := exec.Command(cmd, args...).CombinedOutput()
+	var stderr strings.Builder
+	c := exec.Command(cmd, args...)
+	c.Stderr = &stderr
+	out, err := c.Output()
 	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", cmd, strings.Join(args, " "), err, out)
+		t.Fatalf("%s %s: %v\n%s%s", cmd, strings.Join(args, " "), err, out, stderr.String())
 	}
 	return string(out)
 }
@@ -69,10 +76,7 @@ func Links(t testing.TB, ns *nsutil.NS) []string {
 	var names []string
 	for _, line := range strings.Split(strings.TrimSpace(IP(t, ns, "-o", "link", "show")), "\n") {
 		f := strings.Fields(line)
-		// Other lines are iproute2's warnings (it merges stderr), e.g.
-		// "Peer netns reference is invalid." for a peer whose namespace
-		// id it cannot map.
-		if len(f) > 1 && strings.HasSuffix(f[0], ":") {
+		if len(f) > 1 {
 			name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
 			names = append(names, name)
 		}
