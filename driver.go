@@ -21,9 +21,9 @@ type Options struct {
 	// that calls Open.
 	NetNS string
 
-	// Table is the nftables table (family inet) the firewall owns; "" =
-	// "nlbridge". Open adopts an existing table of that name, repairing
-	// what differs from what it would create.
+	// Table is the name of the nftables tables (families inet and bridge)
+	// the firewall owns; "" = "nlbridge". Open adopts existing tables of
+	// that name, repairing what differs from what it would create.
 	Table string
 	// NoFirewall leaves nftables and conntrack alone: no NAT, published
 	// ports, isolation or gateway modes.

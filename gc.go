@@ -95,7 +95,11 @@ func (d *Driver) collect(c *netlink.Conn) ([]netip.Addr, error) {
 		return nil, err
 	}
 	var half []netlink.Message
+	devices := map[string]bool{} // veths that stay: their guards too
 	for _, l := range veths {
+		if l.Group != reclaimGroup {
+			devices[l.Name] = true
+		}
 		if !isEpRecord(l.Alias) {
 			continue
 		}
@@ -107,6 +111,7 @@ func (d *Driver) collect(c *netlink.Conn) ([]netip.Addr, error) {
 		case l.Group == reclaimGroup: // retired; its detach may have died before the flush
 		case rec.Owner != (owner{}) && !rec.Owner.alive():
 			half = append(half, link.RetireHostEndMsg(l.Index, reclaimGroup))
+			delete(devices, l.Name)
 		default:
 			continue
 		}
@@ -133,6 +138,21 @@ func (d *Driver) collect(c *netlink.Conn) ([]netip.Addr, error) {
 	}
 	stale = append(stale, orphanAddrs...)
 	if err := d.fw.RemovePorts(orphans...); err != nil {
+		return nil, err
+	}
+	// Guards go in before their veth exists: an attach that died there
+	// (or a detach after retiring the host end) leaves them without one.
+	guarded, err := d.fw.GuardPorts()
+	if err != nil {
+		return nil, err
+	}
+	var gone []string
+	for _, p := range guarded {
+		if !devices[p] {
+			gone = append(gone, p)
+		}
+	}
+	if err := d.fw.RemoveGuardPorts(gone...); err != nil {
 		return nil, err
 	}
 	names, err := d.fw.Bridges()

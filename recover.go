@@ -255,6 +255,10 @@ func (n *Network) recovered(l link.Link, r epRecord) *Endpoint {
 		np := nat.Port{Proto: uint8(p.Proto), HostIP: p.HostIP, HostPort: p.HostPort, Addr: caddr, Port: p.Port, Routed: p.Routed}
 		e.ports = append(e.ports, published{Port: np})
 	}
+	if n.d.fw != nil { // its guard is in the firewall (or restored with it)
+		g := e.guardRecord()
+		e.guard = &g
+	}
 	return e
 }
 

@@ -44,8 +44,9 @@ func TestSetupIsOneBatch(t *testing.T) {
 	for _, m := range r.Reqs[1 : len(r.Reqs)-1] {
 		count[nftType(m)]++
 	}
-	want := map[uint16]int{unix.NFT_MSG_NEWTABLE: 2, unix.NFT_MSG_DELTABLE: 1, unix.NFT_MSG_NEWSET: 18,
-		unix.NFT_MSG_NEWCHAIN: 5}
+	// inet and bridge (the guard) tables.
+	want := map[uint16]int{unix.NFT_MSG_NEWTABLE: 4, unix.NFT_MSG_DELTABLE: 2, unix.NFT_MSG_NEWSET: 23,
+		unix.NFT_MSG_NEWCHAIN: 14}
 	for typ, n := range want {
 		if count[typ] != n {
 			t.Errorf("message type %d: %d, want %d", typ, count[typ], n)
@@ -252,7 +253,8 @@ func TestRebuildTagsRulesAndCarriesElements(t *testing.T) {
 	}
 	r.Reqs, r.Sends = nil, 0
 	p := nat.Port{Proto: unix.IPPROTO_TCP, HostIP: netip.IPv4Unspecified(), HostPort: 80, Addr: netip.MustParseAddr("10.0.0.2"), Port: 80}
-	if err := f.Rebuild([]nat.Network{{Bridge: "br0"}}, []nat.Port{p}); err != nil {
+	g := nat.Guard{Port: "veth1", MAC: []byte{2, 0, 0, 0, 0, 1}, IPv4: netip.MustParseAddr("10.0.0.2")}
+	if err := f.Rebuild([]nat.Network{{Bridge: "br0"}}, []nat.Port{p}, []nat.Guard{g}); err != nil {
 		t.Fatal(err)
 	}
 	if r.Sends != 1 {
@@ -265,7 +267,7 @@ func TestRebuildTagsRulesAndCarriesElements(t *testing.T) {
 			sets[set] = true
 		}
 	}
-	for _, want := range []string{"bridges", "samebridge", "protect4", "masq4", "portsany4"} {
+	for _, want := range []string{"bridges", "samebridge", "protect4", "masq4", "portsany4", "endpoints", "guarded", "macs", "addrs4", "addrs6"} {
 		if !sets[want] {
 			t.Errorf("Rebuild's batch has no element of %s (has %v)", want, sets)
 		}
