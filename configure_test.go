@@ -15,7 +15,7 @@ import (
 func TestConfigureBatchAndRefusedIPv6(t *testing.T) {
 	for _, refuse := range []int{0, int(unix.EACCES), int(unix.EAFNOSUPPORT), int(unix.EINVAL)} {
 		v6 := netip.MustParsePrefix("fd29::2/64")
-		n := &Network{cfg: NetworkConfig{Name: "nlbt0", IPv4: netip.MustParsePrefix("172.29.0.1/24"),
+		n := &Network{d: &Driver{}, cfg: NetworkConfig{Name: "nlbt0", IPv4: netip.MustParsePrefix("172.29.0.1/24"),
 			IPv6: netip.MustParsePrefix("fd29::1/64")}, used: map[netip.Addr]bool{v6.Addr(): true}}
 		e := &Endpoint{n: n, ifName: "eth0", ifIndex: 5, ipv4: netip.MustParsePrefix("172.29.0.2/24"), ipv6: v6}
 		r := &nltestutil.Recorder{Reply: func(m netlink.Message) ([]netlink.Message, int) {

@@ -155,27 +155,29 @@ func (d *Driver) retire(eps []*Endpoint) error {
 	return errors.Join(errs...)
 }
 
-// unpublish stops the endpoints' announcements, removes their port
-// elements in one firewall batch (elements already gone do not count) and
-// releases their host ports. If the batch fails, the ports stay held, so a
-// retry can remove them.
+// unpublish stops the endpoints' announcements, removes their port and
+// guard elements in one firewall batch (elements already gone do not
+// count) and releases their host ports. If the batch fails, the ports stay
+// held, so a retry can remove them.
 func (d *Driver) unpublish(eps []*Endpoint) error {
-	var ports []nat.Port
+	var ch nat.Change // the guard elements go in the same batch
 	for _, e := range eps {
 		e.stopAdvertising()
 		e.mu.Lock()
 		for _, p := range e.ports {
-			ports = append(ports, p.Port)
+			ch.RemovePorts = append(ch.RemovePorts, p.Port)
 		}
 		e.mu.Unlock()
+		ch.RemoveGuards = append(ch.RemoveGuards, e.takeGuard()...)
 	}
-	if len(ports) > 0 {
-		if err := d.fw.RemovePorts(ports...); err != nil {
+	if d.fw != nil {
+		if err := d.fw.Apply(ch); err != nil {
 			return err
 		}
 	}
 	for _, e := range eps {
 		e.releasePorts()
+		e.forgetGuard()
 	}
 	return nil
 }

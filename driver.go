@@ -21,9 +21,9 @@ type Options struct {
 	// that calls Open.
 	NetNS string
 
-	// Table is the nftables table (family inet) the firewall owns; "" =
-	// "nlbridge". Open adopts an existing table of that name, repairing
-	// what differs from what it would create.
+	// Table is the name of the nftables tables (families inet and bridge)
+	// the firewall owns; "" = "nlbridge". Open adopts existing tables of
+	// that name, repairing what differs from what it would create.
 	Table string
 	// NoFirewall leaves nftables and conntrack alone: no NAT, published
 	// ports, isolation or gateway modes.
@@ -95,7 +95,7 @@ func Open(ctx context.Context, opts Options) (*Driver, error) {
 	}
 	d := &Driver{host: ns, conns: make(chan *netlink.Conn, maxIdleConns), networks: map[string]*Network{},
 		ports: map[portKey]bool{}, reclaim: make(chan struct{}, 1),
-		lock: newHostLock(ns.ID()), self: selfOwner(), log: opts.Logger}
+		lock: newHostLock(lockDir, ns.ID()), self: selfOwner(), log: opts.Logger}
 	if d.log == nil {
 		d.log = slog.Default()
 	}

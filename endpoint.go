@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sync"
 
+	"github.com/nlbridge/bridge/nat"
 	"github.com/nlbridge/bridge/nsutil"
 )
 
@@ -71,6 +72,7 @@ type Endpoint struct {
 	stopAdv  context.CancelFunc // cancels background announcements; nil if none
 	advDone  chan struct{}      // closed when they have stopped
 	ports    []published
+	guard    *nat.Guard // the elements in the firewall's guard; nil if none
 }
 
 // ID is the endpoint's key within its network (EndpointConfig.ID).

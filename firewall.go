@@ -33,11 +33,11 @@ func (d *Driver) checkFirewall(c *netlink.Conn) (wrote bool, err error) {
 	if intact {
 		return false, nil
 	}
-	nets, ports, err := d.firewallState(c)
+	nets, ports, guards, err := d.firewallState(c)
 	if err != nil {
 		return false, err
 	}
-	if err := d.fw.Rebuild(nets, ports); err != nil {
+	if err := d.fw.Rebuild(nets, ports, guards); err != nil {
 		return false, errors.Join(cerr, err)
 	}
 	if found || len(nets) > 0 {
@@ -46,31 +46,39 @@ func (d *Driver) checkFirewall(c *netlink.Conn) (wrote bool, err error) {
 	return false, nil
 }
 
-// firewallState reads what the table must hold from the records: every
-// network's elements and every complete endpoint's ports.
-func (d *Driver) firewallState(c *netlink.Conn) ([]nat.Network, []nat.Port, error) {
+// firewallState reads what the tables must hold from the records: every
+// network's elements, every complete endpoint's ports, and the guard of
+// every endpoint (also those still being attached: the guard goes in
+// before the veth pair exists).
+func (d *Driver) firewallState(c *netlink.Conn) ([]nat.Network, []nat.Port, []nat.Guard, error) {
 	var nets []nat.Network
 	var ports []nat.Port
+	var guards []nat.Guard
 	for _, n := range d.networkList() {
 		nets = append(nets, n.natNetwork())
 		links, err := link.ListFiltered(c, link.Filter{Master: n.index})
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		for _, l := range links {
 			if !isEpRecord(l.Alias) {
 				continue
 			}
 			rec, err := decodeEpRecord(l.Alias)
-			if err != nil || rec.Owner != (owner{}) {
+			if err != nil {
 				continue
 			}
-			for _, p := range n.recovered(l, rec).ports {
+			e := n.recovered(l, rec)
+			guards = append(guards, e.guardRecord())
+			if rec.Owner != (owner{}) {
+				continue
+			}
+			for _, p := range e.ports {
 				ports = append(ports, p.Port)
 			}
 		}
 	}
-	return nets, ports, nil
+	return nets, ports, guards, nil
 }
 
 // watchFirewall runs until the driver closes: it checks the table after
@@ -78,7 +86,7 @@ func (d *Driver) firewallState(c *netlink.Conn) ([]nat.Network, []nat.Port, erro
 func (d *Driver) watchFirewall() {
 	kick := make(chan struct{}, 1)
 	watching := make(chan bool, 1)
-	go d.watchEvents(kick, watching)
+	d.wg.Go(func() { d.watchEvents(kick, watching) })
 	var tick <-chan time.Time
 	for {
 		select {
@@ -121,10 +129,10 @@ func (d *Driver) watchEvents(kick chan<- struct{}, watching chan<- bool) {
 		watching <- false
 		return
 	}
-	go func() {
+	d.wg.Go(func() {
 		<-d.ctx.Done()
 		c.Close()
-	}()
+	})
 	for {
 		msgs, err := c.Receive()
 		if d.ctx.Err() != nil {

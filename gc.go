@@ -95,7 +95,11 @@ func (d *Driver) collect(c *netlink.Conn) ([]netip.Addr, error) {
 		return nil, err
 	}
 	var half []netlink.Message
+	devices := map[string]bool{} // veths that stay: their guards too
 	for _, l := range veths {
+		if l.Group != reclaimGroup {
+			devices[l.Name] = true
+		}
 		if !isEpRecord(l.Alias) {
 			continue
 		}
@@ -107,6 +111,7 @@ func (d *Driver) collect(c *netlink.Conn) ([]netip.Addr, error) {
 		case l.Group == reclaimGroup: // retired; its detach may have died before the flush
 		case rec.Owner != (owner{}) && !rec.Owner.alive():
 			half = append(half, link.RetireHostEndMsg(l.Index, reclaimGroup))
+			delete(devices, l.Name)
 		default:
 			continue
 		}
@@ -116,23 +121,38 @@ func (d *Driver) collect(c *netlink.Conn) ([]netip.Addr, error) {
 			}
 		}
 	}
-	if _, err := nl.ExecIgnoring(c, unix.ENODEV, half...); err != nil {
-		return nil, err
+	if len(half) > 0 {
+		if _, err := nl.ExecIgnoring(c, unix.ENODEV, half...); err != nil {
+			return nil, err
+		}
 	}
 	if err := link.DeleteGroup(c, reclaimGroup); err != nil {
 		return nil, err
 	}
 	if d.fw == nil {
-		return stale, nil
+		return d.notInUse(stale), nil
 	}
-	orphans, err := d.orphanPorts()
+	orphans, orphanAddrs, err := d.orphanPorts()
 	if err != nil {
 		return nil, err
 	}
-	for _, p := range orphans {
-		stale = append(stale, p.Addr)
-	}
+	stale = append(stale, orphanAddrs...)
 	if err := d.fw.RemovePorts(orphans...); err != nil {
+		return nil, err
+	}
+	// Guards go in before their veth exists: an attach that died there
+	// (or a detach after retiring the host end) leaves them without one.
+	guarded, err := d.fw.GuardPorts()
+	if err != nil {
+		return nil, err
+	}
+	var gone []string
+	for _, p := range guarded {
+		if !devices[p] {
+			gone = append(gone, p)
+		}
+	}
+	if err := d.fw.RemoveGuardPorts(gone...); err != nil {
 		return nil, err
 	}
 	names, err := d.fw.Bridges()
@@ -146,34 +166,69 @@ func (d *Driver) collect(c *netlink.Conn) ([]netip.Addr, error) {
 			}
 		}
 	}
-	return stale, nil
+	return d.notInUse(stale), nil
 }
 
-// orphanPorts lists the firewall's port elements whose container address
-// belongs to no endpoint, complete or being attached.
-func (d *Driver) orphanPorts() ([]nat.Port, error) {
+// notInUse drops the addresses that an endpoint has now (an address is
+// taken again as soon as its endpoint detaches): their conntrack entries
+// are that endpoint's.
+func (d *Driver) notInUse(addrs []netip.Addr) []netip.Addr {
+	used := map[netip.Addr]bool{}
+	for _, n := range d.networkList() {
+		n.mu.Lock()
+		for a := range n.used {
+			used[a] = true
+		}
+		n.mu.Unlock()
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		if !used[a] {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// orphanPorts lists the firewall's port elements that belong to no
+// endpoint, complete or being attached by this process (another process
+// adds its elements and its record's ports in one locked step), and the
+// addresses of no endpoint among theirs, whose conntrack entries can go.
+// An element is matched as a whole, not by address: an orphan of a dead
+// endpoint whose address was taken again must go too.
+func (d *Driver) orphanPorts() ([]nat.Port, []netip.Addr, error) {
 	ports, err := d.fw.Ports()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	live := map[netip.Addr]bool{}
+	live := map[nat.Port]bool{}
+	used := map[netip.Addr]bool{}
 	for _, n := range d.networkList() {
 		n.mu.Lock()
 		for _, set := range []map[*Endpoint]struct{}{n.endpoints, n.inflight} {
 			for e := range set {
-				live[e.ipv4.Addr()], live[e.ipv6.Addr()] = true, true
+				used[e.ipv4.Addr()], used[e.ipv6.Addr()] = true, true
+				e.mu.Lock()
+				for _, p := range e.ports {
+					live[p.Port] = true
+				}
+				e.mu.Unlock()
 			}
 		}
 		for _, r := range n.foreign {
-			live[r.IPv4], live[r.IPv6] = true, true
+			used[r.IPv4], used[r.IPv6] = true, true
 		}
 		n.mu.Unlock()
 	}
 	var out []nat.Port
+	var stale []netip.Addr
 	for _, p := range ports {
-		if !live[p.Addr] {
+		if !live[p] {
 			out = append(out, p)
+			if !used[p.Addr] {
+				stale = append(stale, p.Addr)
+			}
 		}
 	}
-	return out, nil
+	return out, stale, nil
 }

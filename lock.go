@@ -27,13 +27,14 @@ const lockDir = "/run/nlbridge"
 // deleting it only costs the next holder a reload.
 type hostLock struct {
 	mu   sync.Mutex
+	dir  string
 	path string
 	f    *os.File // open while held
 	seen uint64   // token last read or written; 0 = never
 }
 
-func newHostLock(id nsutil.ID) *hostLock {
-	return &hostLock{path: fmt.Sprintf("%s/%x-%x.lock", lockDir, id.Dev, id.Ino)}
+func newHostLock(dir string, id nsutil.ID) *hostLock {
+	return &hostLock{dir: dir, path: fmt.Sprintf("%s/%x-%x.lock", dir, id.Dev, id.Ino)}
 }
 
 // lock takes the lock and reports whether another process changed the
@@ -41,7 +42,7 @@ func newHostLock(id nsutil.ID) *hostLock {
 func (l *hostLock) lock() (changed bool, err error) {
 	l.mu.Lock()
 	for {
-		if err := os.MkdirAll(lockDir, 0o700); err != nil {
+		if err := os.MkdirAll(l.dir, 0o700); err != nil {
 			l.mu.Unlock()
 			return false, err
 		}

@@ -39,6 +39,13 @@ type NetworkConfig struct {
 	HostIPv6        netip.Addr  // likewise for IPv6
 	DisableICC      bool        // sandboxes on this bridge cannot reach each other (bridge-port isolation)
 	DefaultHostIP   netip.Addr  // host address for port mappings whose HostIP is zero; zero = all addresses
+
+	// AllowSpoofing turns off the source checks on the network's ports,
+	// for sandboxes that route or bridge other addresses: by default a
+	// sandbox can send only from its own MAC and addresses (see the
+	// README's Security section). Router Advertisements and Redirects
+	// from sandboxes are dropped either way.
+	AllowSpoofing bool
 }
 
 // gateway reports whether the network has a gateway address of a family.
@@ -150,6 +157,7 @@ func (n *Network) sameConfig(op string, cfg NetworkConfig) error {
 		{"GatewayModeIPv6", cfg.GatewayModeIPv6, have.GatewayModeIPv6},
 		{"HostIPv4", cfg.HostIPv4, have.HostIPv4}, {"HostIPv6", cfg.HostIPv6, have.HostIPv6},
 		{"DisableICC", cfg.DisableICC, have.DisableICC}, {"DefaultHostIP", cfg.DefaultHostIP, have.DefaultHostIP},
+		{"AllowSpoofing", cfg.AllowSpoofing, have.AllowSpoofing},
 	} {
 		if f.want != f.got {
 			return conflict(op, f.name, f.want, fmt.Sprintf("the network exists with %v", f.got))

@@ -93,6 +93,7 @@ func (r netRecord) encode() string {
 	f.addr("snat4", c.HostIPv4)
 	f.addr("snat6", c.HostIPv6)
 	f.flag("noicc", c.DisableICC)
+	f.flag("spoof", c.AllowSpoofing)
 	f.addr("hostip", c.DefaultHostIP)
 	f.flag("adopted", r.Adopted)
 	for _, p := range r.Added {
@@ -174,6 +175,8 @@ func decodeNetRecord(s string) (netRecord, error) {
 			c.HostIPv6, err = parseAddr(v, false)
 		case "noicc":
 			c.DisableICC, err = parseFlag(v)
+		case "spoof":
+			c.AllowSpoofing, err = parseFlag(v)
 		case "hostip":
 			c.DefaultHostIP, err = netip.ParseAddr(v)
 		case "adopted":

@@ -15,7 +15,7 @@ func TestNetRecordRoundTrip(t *testing.T) {
 		{Config: NetworkConfig{IPv4: netip.MustParsePrefix("10.0.0.1/24"), IPv6: netip.MustParsePrefix("fd00:1::1/64"),
 			MTU: 1450, Internal: true, GatewayModeIPv4: Routed, GatewayModeIPv6: NATUnprotected,
 			HostIPv4: netip.MustParseAddr("192.0.2.1"), HostIPv6: netip.MustParseAddr("2001:db8::1"),
-			DisableICC: true, DefaultHostIP: netip.MustParseAddr("127.0.0.1")},
+			DisableICC: true, AllowSpoofing: true, DefaultHostIP: netip.MustParseAddr("127.0.0.1")},
 			Adopted: true, Added: []netip.Prefix{netip.MustParsePrefix("10.0.0.1/24")}, Owner: owner{42, 7}},
 	} {
 		s := r.encode()
@@ -66,8 +66,8 @@ func TestRecordGarbage(t *testing.T) {
 		}
 	}
 	for _, s := range []string{
-		"nlbridge/1 ep id=x if=eth0 ns=/x",                   // no mac
-		"nlbridge/1 ep id=x if=eth0 ns=/x mac=zz",            // bad mac
+		"nlbridge/1 ep id=x if=eth0 ns=/x",        // no mac
+		"nlbridge/1 ep id=x if=eth0 ns=/x mac=zz", // bad mac
 		"nlbridge/1 ep id=x if=eth0 ns=/x mac=024200000002 v4=fd00::1",
 		"nlbridge/1 ep id=x if=eth0 ns=/x mac=024200000002 p=tcp/1.2.3.4/0/80",
 		"nlbridge/1 ep id=x if=eth0 ns=/x mac=024200000002 owner=0.1",

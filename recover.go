@@ -205,9 +205,7 @@ func (n *Network) loadEndpoints(c *netlink.Conn) error {
 		e.stopAdvertising()
 		e.releasePorts()
 	}
-	for _, e := range found {
-		n.d.rehold(e)
-	}
+	n.d.rehold(found)
 	return nil
 }
 
@@ -255,30 +253,40 @@ func (n *Network) recovered(l link.Link, r epRecord) *Endpoint {
 		np := nat.Port{Proto: uint8(p.Proto), HostIP: p.HostIP, HostPort: p.HostPort, Addr: caddr, Port: p.Port, Routed: p.Routed}
 		e.ports = append(e.ports, published{Port: np})
 	}
+	if n.d.fw != nil { // its guard is in the firewall (or restored with it)
+		g := e.guardRecord()
+		e.guard = &g
+	}
 	return e
 }
 
-// rehold registers a recovered endpoint's host ports and holds them with
-// bound sockets again, as at attach. A port that a live process holds
-// (another driver on the namespace) stays registered without a socket.
-func (d *Driver) rehold(e *Endpoint) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+// rehold registers recovered endpoints' host ports and holds them with
+// bound sockets again, as at attach, all from one thread in the host
+// namespace. A port that a live process holds (another driver on the
+// namespace) stays registered without a socket.
+func (d *Driver) rehold(eps []*Endpoint) {
+	if len(eps) == 0 {
+		return
+	}
 	err := d.host.Do(func() error {
-		for i := range e.ports {
-			p := &e.ports[i]
-			if p.Routed {
-				continue
+		for _, e := range eps {
+			e.mu.Lock()
+			for i := range e.ports {
+				p := &e.ports[i]
+				if p.Routed {
+					continue
+				}
+				d.registerPort(portKey{p.Proto, p.HostIP, p.HostPort})
+				if f, _, err := bindPort(Proto(p.Proto), p.HostIP, p.HostPort); err == nil {
+					p.hold = f
+				}
 			}
-			d.registerPort(portKey{p.Proto, p.HostIP, p.HostPort})
-			if f, _, err := bindPort(Proto(p.Proto), p.HostIP, p.HostPort); err == nil {
-				p.hold = f
-			}
+			e.mu.Unlock()
 		}
 		return nil
 	})
 	if err != nil {
-		d.log.Warn("nlbridge: holding recovered ports", "endpoint", e.id, "err", err)
+		d.log.Warn("nlbridge: holding recovered ports", "network", eps[0].n.cfg.Name, "err", err)
 	}
 }
 

@@ -47,13 +47,14 @@ func (e *Endpoint) create(ctx context.Context, op string, ns *nsutil.NS, cfg End
 		if err == nil {
 			return
 		}
-		if published {
-			n.d.unpublish([]*Endpoint{e})
-		}
-		e.releasePorts()
 		if e.hostIndex != 0 { // deleting the pair takes addresses and routes with it
 			link.Delete(hc, e.hostIndex)
 		}
+		if !published { // held, but not in the firewall
+			e.releasePorts()
+		}
+		n.d.unpublish([]*Endpoint{e}) // ports and guard, once the link is gone
+		e.releasePorts()
 		if reserved {
 			n.release(e)
 		}
@@ -196,8 +197,7 @@ func (e *Endpoint) configure(op string, sc *netlink.Conn, cfg EndpointConfig, ro
 	_, err = nl.Exec(sc, msgs...)
 	var be *nl.BatchError
 	if errors.As(err, &be) && be.Index == v6 && (errors.Is(err, unix.EACCES) || errors.Is(err, unix.EAFNOSUPPORT)) {
-		e.dropIPv6()
-		return nil
+		return e.dropIPv6(op)
 	}
 	if err != nil {
 		return kernel(op, err)
@@ -206,32 +206,36 @@ func (e *Endpoint) configure(op string, sc *netlink.Conn, cfg EndpointConfig, ro
 }
 
 // dropIPv6 gives up the endpoint's IPv6 address, which the sandbox refused
-// (the commit's record has none).
-func (e *Endpoint) dropIPv6() {
-	e.n.mu.Lock()
-	delete(e.n.used, e.ipv6.Addr())
-	e.n.mu.Unlock()
+// (the commit's record has none): first in the guard, so that it cannot
+// send from it once another endpoint takes it.
+func (e *Endpoint) dropIPv6(op string) error {
+	ipv6 := e.ipv6
 	e.ipv6 = netip.Prefix{}
+	if err := e.setGuard(op); err != nil {
+		e.ipv6 = ipv6
+		return err
+	}
+	e.n.mu.Lock()
+	delete(e.n.used, ipv6.Addr())
+	e.n.mu.Unlock()
+	return nil
 }
 
 // createVeth creates the pair, choosing the host name at random and, when
 // auto, the lowest free eth<N> in the sandbox: eth0 is tried first, which
 // saves a link dump in the common case of a sandbox's first interface.
-// Names taken meanwhile are retried a few times.
+// The guard elements, keyed by the host name, go in first. Names taken
+// meanwhile are retried a few times.
 func (e *Endpoint) createVeth(op string, ns *nsutil.NS, sc, hc *netlink.Conn, auto bool) error {
 	n := e.n
+	if auto {
+		e.ifName = "eth0"
+	}
+	e.hostName = "veth" + randomHex(7)
+	if err := e.setGuard(op); err != nil {
+		return err
+	}
 	for try := 0; ; try++ {
-		switch {
-		case auto && try == 0:
-			e.ifName = "eth0"
-		case auto:
-			name, err := freeEthName(sc)
-			if err != nil {
-				return kernel(op, err)
-			}
-			e.ifName = name
-		}
-		e.hostName = "veth" + randomHex(7)
 		l, err := link.CreateVeth(hc, link.VethSpec{Name: e.hostName, Master: n.index, Group: n.group,
 			MTU: n.cfg.MTU, PeerName: e.ifName, PeerMAC: e.mac, PeerNetNS: ns.FD(), Isolated: n.cfg.DisableICC,
 			Alias: e.pendingRecord().encode()})
@@ -249,10 +253,22 @@ func (e *Endpoint) createVeth(op string, ns *nsutil.NS, sc, hc *netlink.Conn, au
 		if !errors.Is(err, unix.EEXIST) || try == 3 {
 			return kernel(op, err)
 		}
-		if !auto {
-			if _, gerr := link.Get(sc, e.ifName); gerr == nil {
-				return conflict(op, "IfName", e.ifName, "the sandbox already has an interface of this name")
+		// Taken: the sandbox's name, or (rarely) the host end's.
+		if auto {
+			name, err := freeEthName(sc)
+			if err != nil {
+				return kernel(op, err)
 			}
+			if name != e.ifName {
+				e.ifName = name
+				continue
+			}
+		} else if _, gerr := link.Get(sc, e.ifName); gerr == nil {
+			return conflict(op, "IfName", e.ifName, "the sandbox already has an interface of this name")
+		}
+		e.hostName = "veth" + randomHex(7)
+		if err := e.setGuard(op); err != nil {
+			return err
 		}
 	}
 }

@@ -28,7 +28,9 @@ import (
 //     host end up with addrgenmode none, in one sendmsg;
 //  4. in the sandbox: lo up, the IPv4 address, eth0 up, the default route,
 //     in one sendmsg;
-//  5. in the host: one nftables batch adding the port's map element.
+//  5. in the host: one nftables batch adding the port's map element;
+//  6. in the host: the host end's alias rewritten (nlbridge's endpoint
+//     record: the create batch gives it the pending one).
 //
 // The requested ifindexes (a fresh one for the host end, 2 for the peer)
 // stand in for the echo nlbridge reads the peer's index from.
@@ -118,7 +120,7 @@ func (f *floor) attach(sb *nsutil.NS) error {
 	create := nlMsg(unix.RTM_NEWLINK, unix.NLM_F_REQUEST|unix.NLM_F_ACK|unix.NLM_F_CREATE|unix.NLM_F_EXCL,
 		ifinfo(host, 0), strAttr(unix.IFLA_IFNAME, fmt.Sprintf("vfl%07x", n)), u32Attr(unix.IFLA_MASTER, f.bridge),
 		u32Attr(unix.IFLA_GROUP, floorGroup), linkinfo)
-	up := nlMsg(unix.RTM_NEWLINK, unix.NLM_F_REQUEST|unix.NLM_F_ACK, ifinfo(host, unix.IFF_UP),
+	up := nlMsg(unix.RTM_NEWLINK, unix.NLM_F_REQUEST|unix.NLM_F_ACK, ifinfo(host, unix.IFF_UP), attr(unix.IFLA_IFALIAS, record(n, false)),
 		nested(unix.IFLA_AF_SPEC, nested(unix.AF_INET6, attr(unix.IFLA_INET6_ADDR_GEN_MODE, []byte{1}))))
 	if err := nlExec(f.route, create, up); err != nil {
 		return fmt.Errorf("veth: %w", err)
@@ -151,7 +153,20 @@ func (f *floor) attach(sb *nsutil.NS) error {
 	); err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}
+	if err := nlExec(f.route, nlMsg(unix.RTM_NEWLINK, unix.NLM_F_REQUEST|unix.NLM_F_ACK, ifinfo(host, 0), attr(unix.IFLA_IFALIAS, record(n, true)))); err != nil {
+		return fmt.Errorf("alias: %w", err)
+	}
 	return nil
+}
+
+// record is an alias of the size of nlbridge's endpoint record (pending:
+// with an owner; complete: with the port).
+func record(n uint32, complete bool) []byte {
+	r := fmt.Sprintf("nlbridge:ep:1 id=floor%07x if=eth0 ns=/run/netns/nlbt-b-0123456789ab mac=02464c%06x ip4=10.96.%d.%d", n, n&0xffffff, 100+n/250%100, 1+n%250)
+	if complete {
+		return []byte(r + fmt.Sprintf(" ports=tcp:0.0.0.0:%d:80", 20000+n%10000))
+	}
+	return []byte(r + " owner=12345.67890")
 }
 
 // sandboxSocket opens a NETLINK_ROUTE socket inside sb from a thread that

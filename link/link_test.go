@@ -10,6 +10,7 @@ import (
 	"github.com/jsimonetti/rtnetlink/v2/driver"
 	"github.com/mdlayher/netlink"
 	"github.com/mdlayher/netlink/nlenc"
+	"github.com/mdlayher/netlink/nltest"
 	"github.com/nlbridge/bridge/internal/nltestutil"
 	"github.com/nlbridge/bridge/link"
 	"golang.org/x/sys/unix"
@@ -257,3 +258,62 @@ func TestRetireMessages(t *testing.T) {
 		t.Errorf("rename = %v", a)
 	}
 }
+
+func TestHostEndMsgAlias(t *testing.T) {
+	m := link.HostEndMsg("veth1234567", false, "nlbridge/1 ep id=x")
+	a := nltestutil.Attrs(t, m.Data[unix.SizeofIfInfomsg:])
+	if got := nlenc.String(a[unix.IFLA_IFALIAS]); got != "nlbridge/1 ep id=x" {
+		t.Errorf("IFLA_IFALIAS = %q", got)
+	}
+	if _, ok := nltestutil.Attrs(t, link.HostEndMsg("v", false, "").Data[unix.SizeofIfInfomsg:])[unix.IFLA_IFALIAS]; ok {
+		t.Error("an empty alias is sent")
+	}
+}
+
+func TestSetAliasMsg(t *testing.T) {
+	for _, alias := range []string{"nlbridge/1 net v4=10.0.0.1/24", ""} {
+		m := link.SetAliasMsg(7, alias)
+		if m.Header.Type != unix.RTM_NEWLINK || m.Header.Flags != netlink.Request|netlink.Acknowledge ||
+			nlenc.Uint32(m.Data[4:8]) != 7 || nlenc.Uint32(m.Data[12:16]) != 0 {
+			t.Fatalf("header %+v ifinfomsg %x: want a change of index 7, no flags", m.Header, m.Data[:16])
+		}
+		a := nltestutil.Attrs(t, m.Data[unix.SizeofIfInfomsg:])
+		// No trailing NUL: the kernel refuses 255 characters plus a NUL.
+		if v, ok := a[unix.IFLA_IFALIAS]; !ok || string(v) != alias {
+			t.Errorf("IFLA_IFALIAS = %q (present %v), want %q", v, ok, alias)
+		}
+	}
+}
+
+func TestListFiltered(t *testing.T) {
+	var got []netlink.Message
+	c := nltest.Dial(func(req []netlink.Message) ([]netlink.Message, error) {
+		got = append(got, req...)
+		b, _ := (&rtnetlink.LinkMessage{Index: 3, Attributes: &rtnetlink.LinkAttributes{Name: "br0", Alias: ptr("x"),
+			Info: &rtnetlink.LinkInfo{Kind: "bridge"}}}).MarshalBinary()
+		h := netlink.Header{Flags: netlink.Multi, Sequence: req[0].Header.Sequence, PID: req[0].Header.PID}
+		done := netlink.Message{Header: h, Data: make([]byte, 4)}
+		done.Header.Type = netlink.Done
+		msg := netlink.Message{Header: h, Data: b}
+		msg.Header.Type = unix.RTM_NEWLINK
+		return []netlink.Message{msg, done}, nil
+	})
+	links, err := link.ListFiltered(c, link.Filter{Master: 5, Kind: "bridge"})
+	if err != nil || len(links) != 1 || links[0].Name != "br0" || links[0].Alias != "x" || links[0].Kind != "bridge" {
+		t.Fatalf("ListFiltered = %+v, %v", links, err)
+	}
+	m := got[0]
+	if m.Header.Type != unix.RTM_GETLINK || m.Header.Flags&netlink.Dump != netlink.Dump {
+		t.Fatalf("header %+v: want a dump of links", m.Header)
+	}
+	a := nltestutil.Attrs(t, m.Data[unix.SizeofIfInfomsg:])
+	li := nltestutil.Attrs(t, a[unix.IFLA_LINKINFO])
+	if nlenc.Uint32(a[unix.IFLA_MASTER]) != 5 || nlenc.String(li[unix.IFLA_INFO_KIND]) != "bridge" || nlenc.Uint32(a[unix.IFLA_EXT_MASK]) != 1<<3 {
+		t.Errorf("filter attributes %v / %v: want master 5, kind bridge, no statistics", a, li)
+	}
+	if a := nltestutil.Attrs(t, link.ListMsgData(link.Filter{})[unix.SizeofIfInfomsg:]); len(a) != 1 {
+		t.Errorf("zero filter sends %v, want only IFLA_EXT_MASK", a)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

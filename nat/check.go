@@ -24,9 +24,11 @@ type taggedChain struct {
 	tags [][]byte
 }
 
-func taggedChains(t *nftables.Table) []taggedChain {
+func taggedChains(t *nftables.Table) []taggedChain { return tagged(chains(t)) }
+
+func tagged(chs []chain) []taggedChain {
 	var out []taggedChain
-	for _, ch := range chains(t) {
+	for _, ch := range chs {
 		tc := taggedChain{chain: ch}
 		for i, r := range ch.rules {
 			h := fnv.New64a()
@@ -42,9 +44,9 @@ func taggedChains(t *nftables.Table) []taggedChain {
 	return out
 }
 
-// Check reports whether the table exists (found) with exactly the sets,
-// chains and rules that Rebuild creates (intact). It reads; it changes
-// nothing. An error means the table could not be read.
+// Check reports whether the inet table exists (found) and both tables
+// have exactly the sets, chains and rules that Rebuild creates (intact).
+// It reads; it changes nothing. An error means a table could not be read.
 func (f *Firewall) Check() (found, intact bool, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -52,12 +54,18 @@ func (f *Firewall) Check() (found, intact bool, err error) {
 	if err != nil {
 		return false, false, nil // no table (google/nftables does not wrap the errno here)
 	}
-	intact, err = f.check(have)
+	intact, err = f.check(f.t, sets(f.t), taggedChains(f.t), have)
+	if !intact || err != nil {
+		return true, false, err
+	}
+	if have, err = f.c.GetSets(f.bt); err != nil {
+		return true, false, nil // no guard table
+	}
+	intact, err = f.check(f.bt, guardSets(f.bt), tagged(guardChains(f.bt)), have)
 	return true, intact, err
 }
 
-func (f *Firewall) check(have []*nftables.Set) (bool, error) {
-	want := sets(f.t)
+func (f *Firewall) check(t *nftables.Table, want []*nftables.Set, tcs []taggedChain, have []*nftables.Set) (bool, error) {
 	if len(have) != len(want) {
 		return false, nil
 	}
@@ -70,17 +78,16 @@ func (f *Firewall) check(have []*nftables.Set) (bool, error) {
 			return false, nil
 		}
 	}
-	all, err := f.c.ListChainsOfTableFamily(f.t.Family)
+	all, err := f.c.ListChainsOfTableFamily(t.Family)
 	if err != nil {
 		return false, err
 	}
 	chainsHave := map[string]*nftables.Chain{}
 	for _, c := range all {
-		if c.Table != nil && c.Table.Name == f.t.Name {
+		if c.Table != nil && c.Table.Name == t.Name {
 			chainsHave[c.Name] = c
 		}
 	}
-	tcs := taggedChains(f.t)
 	if len(chainsHave) != len(tcs) {
 		return false, nil
 	}
@@ -89,7 +96,7 @@ func (f *Firewall) check(have []*nftables.Set) (bool, error) {
 		if c == nil || !sameHook(c, tc.c) {
 			return false, nil
 		}
-		rules, err := f.c.GetRules(f.t, c)
+		rules, err := f.c.GetRules(t, c)
 		if err != nil {
 			return false, err
 		}

@@ -21,7 +21,7 @@ func TestLiveRejectedBatchChangesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if err := f.Rebuild(nil, nil); err != nil {
+	if err := f.Rebuild(nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	a := nat.Port{Proto: unix.IPPROTO_TCP, HostIP: netip.IPv4Unspecified(), HostPort: 8080, Addr: netip.MustParseAddr("10.0.0.2"), Port: 80}
@@ -60,7 +60,7 @@ func TestLiveThousandPortsInOneBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if err := f.Rebuild(nil, nil); err != nil {
+	if err := f.Rebuild(nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	var ps []nat.Port
@@ -110,7 +110,7 @@ func TestLiveCheckAndRebuild(t *testing.T) {
 	p := nat.Port{Proto: unix.IPPROTO_TCP, HostIP: netip.IPv4Unspecified(), HostPort: 8080, Addr: netip.MustParseAddr("10.0.0.2"), Port: 80}
 	r := nat.Port{Proto: unix.IPPROTO_UDP, HostIP: netip.MustParseAddr("fd00::2"), HostPort: 53, Addr: netip.MustParseAddr("fd00::2"), Port: 53, Routed: true}
 	nw := nat.Network{Bridge: "br0", Mode6: nat.Routed}
-	if err := f.Rebuild([]nat.Network{nw}, []nat.Port{p}); err != nil {
+	if err := f.Rebuild([]nat.Network{nw}, []nat.Port{p}, nil); err != nil {
 		t.Fatal(err)
 	}
 	check(true, true)
@@ -129,7 +129,7 @@ func TestLiveCheckAndRebuild(t *testing.T) {
 		{"flush", "chain", "inet", "nlbt", "forward"},
 		{"add", "chain", "inet", "nlbt", "extra"},
 	} {
-		if err := f.Rebuild([]nat.Network{nw}, []nat.Port{p}); err != nil {
+		if err := f.Rebuild([]nat.Network{nw}, []nat.Port{p}, nil); err != nil {
 			t.Fatal(err)
 		}
 		testenv.Nft(t, ns, change...)
@@ -137,7 +137,7 @@ func TestLiveCheckAndRebuild(t *testing.T) {
 	}
 	testenv.Nft(t, ns, "delete", "table", "inet", "nlbt")
 	check(false, false)
-	if err := f.Rebuild([]nat.Network{nw}, []nat.Port{p}); err != nil {
+	if err := f.Rebuild([]nat.Network{nw}, []nat.Port{p}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if out := testenv.Nft(t, ns, "list", "map", "inet", "nlbt", "portsany4"); !strings.Contains(out, "tcp . 8080 : 10.0.0.2 . 80") {

@@ -1,12 +1,15 @@
 // Package nat is the firewall of bridge networks over nf_tables netlink:
 // masquerade and SNAT, published ports (DNAT, also from the host itself and
 // hairpin), isolation between networks, internal networks, and the NAT and
-// routed gateway modes, plus conntrack cleanup. Everything lives in one
-// inet table that the Firewall owns; each change is one atomic batch.
+// routed gateway modes, the loopback and RA guards and anti-spoofing (see
+// Guard), plus conntrack cleanup. Everything lives in one inet table and
+// one bridge-family table of the same name that the Firewall owns; each
+// change is one atomic batch.
 //
-// The rules are fixed and created once; networks and ports are set and map
-// elements keyed by bridge name or by address, protocol and port, so adding
-// one costs the same however many exist.
+// The rules are fixed and created once; networks, ports and endpoints are
+// set and map elements keyed by bridge name, by address, protocol and
+// port, or by bridge-port name, so adding one costs the same however many
+// exist.
 //
 // A *Firewall is safe for concurrent use.
 package nat
@@ -23,11 +26,12 @@ import (
 // DefaultTable is the table name used when none is given.
 const DefaultTable = "nlbridge"
 
-// Firewall owns one inet table in one network namespace.
+// Firewall owns one inet and one bridge table in one network namespace.
 type Firewall struct {
 	mu   sync.Mutex // one batch at a time: the conn buffers messages until Flush
 	c    *nftables.Conn
 	t    *nftables.Table
+	bt   *nftables.Table // the guard: bridge family, same name (guard.go)
 	sets map[string]*nftables.Set
 }
 
@@ -42,11 +46,11 @@ func Open(fd int, table string) (*Firewall, error) {
 	return newFirewall(c, table), nil
 }
 
-// New builds an empty table over an existing conn (for tests, one made with
-// nftables.WithTestDial), replacing any table of that name.
+// New builds empty tables over an existing conn (for tests, one made with
+// nftables.WithTestDial), replacing any tables of that name.
 func New(c *nftables.Conn, table string) (*Firewall, error) {
 	f := newFirewall(c, table)
-	if err := f.Rebuild(nil, nil); err != nil {
+	if err := f.Rebuild(nil, nil, nil); err != nil {
 		return nil, err
 	}
 	return f, nil
@@ -57,24 +61,27 @@ func newFirewall(c *nftables.Conn, table string) *Firewall {
 		table = DefaultTable
 	}
 	t := &nftables.Table{Name: table, Family: nftables.TableFamilyINet}
-	f := &Firewall{c: c, t: t, sets: map[string]*nftables.Set{}}
-	for _, s := range sets(t) {
+	bt := &nftables.Table{Name: table, Family: nftables.TableFamilyBridge}
+	f := &Firewall{c: c, t: t, bt: bt, sets: map[string]*nftables.Set{}}
+	for _, s := range append(sets(t), guardSets(bt)...) {
 		f.sets[s.Name] = s
 	}
 	return f
 }
 
-// Rebuild replaces the table, atomically, by one with the fixed sets, chains
-// and rules and the elements of the networks and ports given: one batch,
-// so no packet ever sees a table without them.
-func (f *Firewall) Rebuild(nets []Network, ports []Port) error {
+// Rebuild replaces the tables, atomically, by ones with the fixed sets,
+// chains and rules and the elements of the networks, ports and guards
+// given: one batch, so no packet ever sees a table without them.
+func (f *Firewall) Rebuild(nets []Network, ports []Port, guards []Guard) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	c, t := f.c, f.t
-	// add + delete + add: a clean table whether or not one existed.
-	c.AddTable(t)
-	c.DelTable(t)
-	c.AddTable(t)
+	// add + delete + add: clean tables whether or not they existed.
+	for _, t := range []*nftables.Table{t, f.bt} {
+		c.AddTable(t)
+		c.DelTable(t)
+		c.AddTable(t)
+	}
 	for _, s := range sets(t) {
 		if err := c.AddSet(s, nil); err != nil {
 			return fmt.Errorf("declare set %s: %w", s.Name, err)
@@ -87,13 +94,21 @@ func (f *Firewall) Rebuild(nets []Network, ports []Port) error {
 			c.AddRule(&nftables.Rule{Table: t, Chain: ch.c, Exprs: r, UserData: ch.tags[i]})
 		}
 	}
+	if err := addGuard(c, f.bt, f.sets); err != nil {
+		return fmt.Errorf("declare guard: %w", err)
+	}
 	b := batch{f}
 	for _, n := range nets {
 		n.elements(b, b.add)
 	}
 	bySet(ports, b.add)
+	grouped(b.add, func(op func(string, ...nftables.SetElement)) {
+		for _, g := range guards {
+			g.elements(op)
+		}
+	})
 	if err := c.Flush(); err != nil {
-		return fmt.Errorf("create table inet %s: %w", t.Name, err)
+		return fmt.Errorf("create tables inet and bridge %s: %w", t.Name, err)
 	}
 	return nil
 }
@@ -105,11 +120,12 @@ func (f *Firewall) Table() string { return f.t.Name }
 // when a daemon stops; a later Open replaces it.
 func (f *Firewall) Close() error { return f.c.CloseLasting() }
 
-// Remove deletes the table and everything in it.
+// Remove deletes the tables and everything in them.
 func (f *Firewall) Remove() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.c.DelTable(f.t)
+	f.c.DelTable(f.bt)
 	return f.c.Flush()
 }
 

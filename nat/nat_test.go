@@ -44,8 +44,9 @@ func TestSetupIsOneBatch(t *testing.T) {
 	for _, m := range r.Reqs[1 : len(r.Reqs)-1] {
 		count[nftType(m)]++
 	}
-	want := map[uint16]int{unix.NFT_MSG_NEWTABLE: 2, unix.NFT_MSG_DELTABLE: 1, unix.NFT_MSG_NEWSET: 18,
-		unix.NFT_MSG_NEWCHAIN: 5}
+	// inet and bridge (the guard) tables.
+	want := map[uint16]int{unix.NFT_MSG_NEWTABLE: 4, unix.NFT_MSG_DELTABLE: 2, unix.NFT_MSG_NEWSET: 23,
+		unix.NFT_MSG_NEWCHAIN: 14}
 	for typ, n := range want {
 		if count[typ] != n {
 			t.Errorf("message type %d: %d, want %d", typ, count[typ], n)
@@ -226,6 +227,49 @@ func TestModeString(t *testing.T) {
 		nat.Isolated: "isolated", 9: "mode(9)"} {
 		if m.String() != want {
 			t.Errorf("%d.String() = %q, want %q", m, m.String(), want)
+		}
+	}
+}
+
+// Every rule carries its tag (a comment with a hash of what it should be),
+// which Check compares; Rebuild puts the elements it is given in the same
+// batch as the table.
+func TestRebuildTagsRulesAndCarriesElements(t *testing.T) {
+	f, r := fake(t)
+	tags := map[string]bool{}
+	for _, m := range r.Reqs {
+		if nftType(m) != unix.NFT_MSG_NEWRULE {
+			continue
+		}
+		ud := nltestutil.Attrs(t, m.Data[4:])[unix.NFTA_RULE_USERDATA]
+		// TLV: type 0 (comment), length, "nlbridge <16 hex>\0".
+		if len(ud) != 2+len("nlbridge 0123456789abcdef")+1 || ud[0] != 0 || !bytes.HasPrefix(ud[2:], []byte("nlbridge ")) {
+			t.Fatalf("rule userdata %q: want a comment tag", ud)
+		}
+		if tags[string(ud)] {
+			t.Errorf("two rules share the tag %q", ud)
+		}
+		tags[string(ud)] = true
+	}
+	r.Reqs, r.Sends = nil, 0
+	p := nat.Port{Proto: unix.IPPROTO_TCP, HostIP: netip.IPv4Unspecified(), HostPort: 80, Addr: netip.MustParseAddr("10.0.0.2"), Port: 80}
+	g := nat.Guard{Port: "veth1", MAC: []byte{2, 0, 0, 0, 0, 1}, IPv4: netip.MustParseAddr("10.0.0.2")}
+	if err := f.Rebuild([]nat.Network{{Bridge: "br0"}}, []nat.Port{p}, []nat.Guard{g}); err != nil {
+		t.Fatal(err)
+	}
+	if r.Sends != 1 {
+		t.Fatalf("Rebuild took %d sendmsg, want 1", r.Sends)
+	}
+	sets := map[string]bool{}
+	for _, m := range r.Reqs {
+		if nftType(m) == unix.NFT_MSG_NEWSETELEM {
+			set, _, _ := setElems(t, m)
+			sets[set] = true
+		}
+	}
+	for _, want := range []string{"bridges", "samebridge", "protect4", "masq4", "portsany4", "endpoints", "guarded", "macs", "addrs4", "addrs6"} {
+		if !sets[want] {
+			t.Errorf("Rebuild's batch has no element of %s (has %v)", want, sets)
 		}
 	}
 }

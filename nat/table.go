@@ -136,7 +136,9 @@ func chains(t *nftables.Table) []chain {
 	jump := [][]expr.Any{{&expr.Verdict{Kind: expr.VerdictJump, Chain: "dnat"}}}
 	return []chain{
 		{dnat, dnatRules},
-		{hook("prerouting", nftables.ChainTypeNAT, nftables.ChainHookPrerouting, nftables.ChainPriorityNATDest), jump},
+		loopbackChain(t),
+		{hook("prerouting", nftables.ChainTypeNAT, nftables.ChainHookPrerouting, nftables.ChainPriorityNATDest),
+			append([][]expr.Any{noLoopbackDNAT()}, jump...)},
 		{hook("output", nftables.ChainTypeNAT, nftables.ChainHookOutput, nftables.ChainPriorityNATDest), jump},
 		{hook("postrouting", nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource), post},
 		{hook("forward", nftables.ChainTypeFilter, nftables.ChainHookForward, nftables.ChainPriorityFilter), fwd},

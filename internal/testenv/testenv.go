@@ -52,11 +52,18 @@ func IP(t testing.TB, ns *nsutil.NS, args ...string) string {
 	return run(t, "ip", append([]string{"-n", nsName(ns)}, args...)...)
 }
 
+// run runs cmd and returns its standard output; the test fails with both
+// outputs if it fails. Warnings on standard error (iproute2 prints "Peer
+// netns reference is invalid." for a veth whose peer's namespace it cannot
+// name) stay out of what callers parse.
 func run(t testing.TB, cmd string, args ...string) string {
 	t.Helper()
-	out, err := exec.Command(cmd, args...).CombinedOutput()
+	var stderr strings.Builder
+	c := exec.Command(cmd, args...)
+	c.Stderr = &stderr
+	out, err := c.Output()
 	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", cmd, strings.Join(args, " "), err, out)
+		t.Fatalf("%s %s: %v\n%s%s", cmd, strings.Join(args, " "), err, out, stderr.String())
 	}
 	return string(out)
 }

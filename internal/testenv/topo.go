@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"net/netip"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -42,11 +43,20 @@ func Nft(t testing.TB, ns *nsutil.NS, args ...string) string {
 	return run(t, "ip", append([]string{"netns", "exec", nsName(ns), "nft"}, args...)...)
 }
 
-// NoElements fails the test if any set or map of the table has elements.
+// TryNft runs nft(8) inside ns and returns its output and error.
+func TryNft(ns *nsutil.NS, args ...string) (string, error) {
+	out, err := exec.Command("ip", append([]string{"netns", "exec", nsName(ns), "nft"}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+// NoElements fails the test if any set or map of the table (inet, and
+// the bridge-family guard of the same name) has elements.
 func NoElements(t testing.TB, ns *nsutil.NS, table string) {
 	t.Helper()
-	if out := Nft(t, ns, "list", "table", "inet", table); strings.Contains(out, "elements") {
-		t.Errorf("table %s still has elements:\n%s", table, out)
+	for _, fam := range []string{"inet", "bridge"} {
+		if out := Nft(t, ns, "list", "table", fam, table); strings.Contains(out, "elements") {
+			t.Errorf("table %s %s still has elements:\n%s", fam, table, out)
+		}
 	}
 }
 

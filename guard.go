@@ -1,0 +1,54 @@
+package bridge
+
+import "github.com/nlbridge/bridge/nat"
+
+// guardRecord is the endpoint's entry in the firewall's guard (see
+// nat.Guard): RA guard on its host end and, unless the network allows
+// spoofing, the MAC and addresses it may send from.
+func (e *Endpoint) guardRecord() nat.Guard {
+	return nat.Guard{Port: e.hostName, AllowSpoofing: e.n.cfg.AllowSpoofing, MAC: e.mac,
+		IPv4: e.ipv4.Addr(), IPv6: e.ipv6.Addr()}
+}
+
+// setGuard puts the endpoint's guard elements in, in one firewall batch,
+// replacing those it had (under an earlier host name or address set). It
+// runs before the host end exists or the interface comes up, so there is
+// no moment without the protection. Without the firewall it does nothing.
+func (e *Endpoint) setGuard(op string) error {
+	fw := e.n.d.fw
+	if fw == nil {
+		return nil
+	}
+	g := e.guardRecord()
+	e.mu.Lock()
+	old := e.guard
+	e.mu.Unlock()
+	ch := nat.Change{AddGuards: []nat.Guard{g}}
+	if old != nil {
+		ch.RemoveGuards = []nat.Guard{*old}
+	}
+	if err := fw.Apply(ch); err != nil {
+		return kernel(op, err)
+	}
+	e.mu.Lock()
+	e.guard = &g
+	e.mu.Unlock()
+	return nil
+}
+
+// takeGuard returns the endpoint's guard elements, if any, for removal.
+func (e *Endpoint) takeGuard() []nat.Guard {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.guard == nil {
+		return nil
+	}
+	return []nat.Guard{*e.guard}
+}
+
+// forgetGuard records that the guard elements are gone.
+func (e *Endpoint) forgetGuard() {
+	e.mu.Lock()
+	e.guard = nil
+	e.mu.Unlock()
+}
