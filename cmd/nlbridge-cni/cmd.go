@@ -24,7 +24,7 @@ type session struct {
 // informational log (e.g. a repaired table) stays out of the runtime's
 // stderr, warnings and errors go there.
 func driverOptions(noFirewall bool) bridge.Options {
-	return bridge.Options{NoFirewall: noFirewall,
+	return bridge.Options{NoFirewall: noFirewall, NoPortHolds: true,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 }
 
