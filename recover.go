@@ -22,11 +22,8 @@ import (
 // pool), after reading the records again if another process changed them.
 // fn reports whether it changed records.
 func (d *Driver) locked(c *netlink.Conn, fn func(c *netlink.Conn) (wrote bool, err error)) error {
-	d.mu.Lock()
-	closed := d.closed
-	d.mu.Unlock()
-	if closed {
-		return &Error{Op: "lock", Kind: ErrClosed}
+	if d.isClosed() {
+		return &Error{Op: "use driver", Kind: ErrClosed, Err: errors.New("the driver is closed")}
 	}
 	changed, err := d.lock.lock()
 	if err != nil {
@@ -48,6 +45,12 @@ func (d *Driver) locked(c *netlink.Conn, fn func(c *netlink.Conn) (wrote bool, e
 		return run(c)
 	}
 	return d.withConn(run)
+}
+
+func (d *Driver) isClosed() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.closed
 }
 
 // sync reads the records again if another process changed them.
