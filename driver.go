@@ -33,10 +33,12 @@ type Options struct {
 	// repair) and records it ignores; nil = slog.Default().
 	Logger *slog.Logger
 
-	// NoPortHolds: the host ports of endpoints read back from the kernel
-	// are registered (no attach takes them) but not bound by sockets
-	// again. For short-lived processes such as a CNI plugin, whose sockets
-	// would close at exit anyway; binding them costs a socket per port.
+	// NoPortHolds: published host ports are claimed through the records
+	// only (no endpoint takes another's), never held by bound sockets:
+	// neither those of endpoints read back from the kernel nor new ones,
+	// so a host process holding a port is no conflict. For short-lived
+	// processes such as a CNI plugin, whose sockets would close at exit
+	// anyway; re-binding costs a socket per recovered port.
 	NoPortHolds bool
 }
 
