@@ -355,4 +355,3 @@ func TestLiveGuardRestored(t *testing.T) {
 		return testenv.SendARP(p.a, int(p.ea.IfIndex()), b)
 	}, entry{p.host, bIP, p.eb.MAC().String()})
 }
-
