@@ -7,8 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"strings"
+	"syscall"
 
 	"github.com/mdlayher/netlink"
 	"github.com/nlbridge/bridge/addr"
@@ -170,11 +170,18 @@ func (e *Endpoint) checkRecord(op string) error {
 	return nil
 }
 
-// configure runs in the sandbox: it writes the sysctls, then brings up lo
-// and the interface with its addresses and default routes in one batch.
-// The IPv6 address and route come last: if the kernel refuses the address
-// because IPv6 is off in the sandbox or on the interface, the endpoint
-// goes on without IPv6.
+// configure runs in the sandbox: it writes the caller's sysctls, then
+// brings up lo and the interface with its addresses and default routes in
+// one batch. On an IPv4-only network the interface first gets IPv6 address
+// generation mode none, so it comes up without any IPv6 address (no
+// link-local one, so no DAD, router solicitation or MLD report either);
+// the firewall's guard drops the IPv6 frames of such networks on the
+// bridge, so none configures or passes the interface. (Docker writes
+// disable_ipv6 instead: the first /proc/sys/net/ipv6 lookup in a new
+// namespace costs milliseconds on a host with thousands of them.) The IPv6
+// address and route come last: if the kernel refuses the address because
+// IPv6 is off in the sandbox or on the interface, the endpoint goes on
+// without IPv6.
 func (e *Endpoint) configure(op string, sc *netlink.Conn, cfg EndpointConfig, routes []route.Route) error {
 	sysctls, err := parseSysctls(op, e.ifName, cfg.Sysctls)
 	if err != nil {
@@ -184,6 +191,11 @@ func (e *Endpoint) configure(op string, sc *netlink.Conn, cfg EndpointConfig, ro
 		return err
 	}
 	msgs := []netlink.Message{link.UpMsg(1)} // lo is always ifindex 1
+	var ignore syscall.Errno
+	if !e.n.cfg.IPv6.IsValid() {
+		msgs = append(msgs, link.AddrGenModeNoneMsg(e.ifIndex))
+		ignore = unix.EAFNOSUPPORT // no IPv6 in the kernel: nothing to keep off
+	}
 	if e.ipv4.IsValid() {
 		msgs = append(msgs, addr.AddMsg(e.ifIndex, e.ipv4))
 	}
@@ -194,7 +206,7 @@ func (e *Endpoint) configure(op string, sc *netlink.Conn, cfg EndpointConfig, ro
 		msgs = append(msgs, addr.AddMsg(e.ifIndex, e.ipv6))
 		msgs = append(msgs, e.defaultRoute(e.ipv6, cfg.RouteMetric, routes)...)
 	}
-	_, err = nl.Exec(sc, msgs...)
+	_, err = nl.ExecIgnoring(sc, ignore, msgs...)
 	var be *nl.BatchError
 	if errors.As(err, &be) && be.Index == v6 && (errors.Is(err, unix.EACCES) || errors.Is(err, unix.EAFNOSUPPORT)) {
 		return e.dropIPv6(op)
@@ -290,17 +302,9 @@ func freeEthName(sc *netlink.Conn) (string, error) {
 	}
 }
 
-// writeSysctls disables IPv6 on the interface of an IPv4-only network (as
-// Docker does) and applies the caller's sysctls. It runs on a thread in the
+// writeSysctls applies the caller's sysctls. It runs on a thread in the
 // sandbox.
 func (e *Endpoint) writeSysctls(op string, user []nsutil.Sysctl) error {
-	if !e.n.cfg.IPv6.IsValid() {
-		off := nsutil.Sysctl{Key: "net.ipv6.conf." + dotted(e.ifName) + ".disable_ipv6", Value: "1"}
-		err := nsutil.WriteSysctl(off)
-		if err != nil && !errors.Is(err, os.ErrNotExist) { // no IPv6 in the kernel: nothing to disable
-			return &Error{Op: op, Field: "Sysctls", Value: off.Key + "=1", Err: err}
-		}
-	}
 	for _, s := range user {
 		if err := nsutil.WriteSysctl(s); err != nil {
 			return &Error{Op: op, Field: "Sysctls", Value: strings.Join(e.sysctlKeys(user), ","), Err: err}
