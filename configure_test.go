@@ -7,6 +7,7 @@ import (
 
 	"github.com/mdlayher/netlink"
 	"github.com/nlbridge/bridge/internal/nltestutil"
+	"github.com/nlbridge/bridge/nat"
 	"golang.org/x/sys/unix"
 )
 
@@ -60,12 +61,12 @@ func TestConfigureBatchAndRefusedIPv6(t *testing.T) {
 	}
 }
 
-// On an IPv4-only network the interface gets addrgenmode none, down,
-// before anything else: no /proc access. A kernel without IPv6 refuses
+// On an IPv4-only network with the firewall the interface gets addrgenmode
+// none, down, before anything else: no /proc access. A kernel without IPv6 refuses
 // that with EAFNOSUPPORT, which is no error; other refusals are.
 func TestConfigureIPv4OnlyIsAddrGenModeNone(t *testing.T) {
 	for _, refuse := range []int{0, int(unix.EAFNOSUPPORT), int(unix.EPERM)} {
-		n := &Network{cfg: NetworkConfig{Name: "nlbt0", IPv4: netip.MustParsePrefix("172.29.0.1/24")}}
+		n := &Network{d: &Driver{fw: &nat.Firewall{}}, cfg: NetworkConfig{Name: "nlbt0", IPv4: netip.MustParsePrefix("172.29.0.1/24")}}
 		e := &Endpoint{n: n, ifName: "eth0", ifIndex: 5, ipv4: netip.MustParsePrefix("172.29.0.2/24")}
 		r := &nltestutil.Recorder{Reply: func(m netlink.Message) ([]netlink.Message, int) {
 			if m.Header.Type != unix.RTM_NEWLINK {

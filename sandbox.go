@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 	"syscall"
 
@@ -170,18 +171,19 @@ func (e *Endpoint) checkRecord(op string) error {
 	return nil
 }
 
-// configure runs in the sandbox: it writes the caller's sysctls, then
-// brings up lo and the interface with its addresses and default routes in
-// one batch. On an IPv4-only network the interface first gets IPv6 address
-// generation mode none, so it comes up without any IPv6 address (no
-// link-local one, so no DAD, router solicitation or MLD report either);
-// the firewall's guard drops the IPv6 frames of such networks on the
-// bridge, so none configures or passes the interface. (Docker writes
-// disable_ipv6 instead: the first /proc/sys/net/ipv6 lookup in a new
-// namespace costs milliseconds on a host with thousands of them.) The IPv6
-// address and route come last: if the kernel refuses the address because
-// IPv6 is off in the sandbox or on the interface, the endpoint goes on
-// without IPv6.
+// configure runs in the sandbox: it writes the sysctls, then brings up lo
+// and the interface with its addresses and default routes in one batch.
+// On an IPv4-only network with the firewall, the interface first gets IPv6
+// address generation mode none, so it comes up without any IPv6 address
+// (not even a link-local one: no DAD, router solicitation or MLD report),
+// and the firewall's guard drops every IPv6 frame in or out of its port,
+// so none can give it one or use it. That needs no /proc access, which
+// Docker's disable_ipv6 does: the first /proc/sys/net/ipv6 lookup in a new
+// namespace costs milliseconds on a host with thousands of them. Without
+// the firewall, disable_ipv6 it is (see writeSysctls). The IPv6 address
+// and route come last: if the kernel refuses the address because IPv6 is
+// off in the sandbox or on the interface, the endpoint goes on without
+// IPv6.
 func (e *Endpoint) configure(op string, sc *netlink.Conn, cfg EndpointConfig, routes []route.Route) error {
 	sysctls, err := parseSysctls(op, e.ifName, cfg.Sysctls)
 	if err != nil {
@@ -192,7 +194,7 @@ func (e *Endpoint) configure(op string, sc *netlink.Conn, cfg EndpointConfig, ro
 	}
 	msgs := []netlink.Message{link.UpMsg(1)} // lo is always ifindex 1
 	var ignore syscall.Errno
-	if !e.n.cfg.IPv6.IsValid() {
+	if !e.n.cfg.IPv6.IsValid() && e.n.d.fw != nil {
 		msgs = append(msgs, link.AddrGenModeNoneMsg(e.ifIndex))
 		ignore = unix.EAFNOSUPPORT // no IPv6 in the kernel: nothing to keep off
 	}
@@ -302,9 +304,17 @@ func freeEthName(sc *netlink.Conn) (string, error) {
 	}
 }
 
-// writeSysctls applies the caller's sysctls. It runs on a thread in the
-// sandbox.
+// writeSysctls disables IPv6 on the interface of an IPv4-only network
+// without the firewall (as Docker does; with the firewall, see configure),
+// and applies the caller's sysctls. It runs on a thread in the sandbox.
 func (e *Endpoint) writeSysctls(op string, user []nsutil.Sysctl) error {
+	if !e.n.cfg.IPv6.IsValid() && e.n.d.fw == nil {
+		off := nsutil.Sysctl{Key: "net.ipv6.conf." + dotted(e.ifName) + ".disable_ipv6", Value: "1"}
+		err := nsutil.WriteSysctl(off)
+		if err != nil && !errors.Is(err, os.ErrNotExist) { // no IPv6 in the kernel: nothing to disable
+			return &Error{Op: op, Field: "Sysctls", Value: off.Key + "=1", Err: err}
+		}
+	}
 	for _, s := range user {
 		if err := nsutil.WriteSysctl(s); err != nil {
 			return &Error{Op: op, Field: "Sysctls", Value: strings.Join(e.sysctlKeys(user), ","), Err: err}
