@@ -24,6 +24,9 @@ func (n *Network) Attach(ctx context.Context, cfg EndpointConfig) (*Endpoint, er
 	if err := n.checkEndpoint(op, cfg); err != nil {
 		return nil, err
 	}
+	if n.d.isClosed() {
+		return nil, &Error{Op: op, Kind: ErrClosed, Err: errors.New("the driver is closed")}
+	}
 	ns, err := nsutil.Open(cfg.NetNS)
 	if err != nil {
 		return nil, &Error{Op: op, Field: "NetNS", Value: cfg.NetNS, Kind: ErrInvalid, Err: err}

@@ -612,3 +612,33 @@ func TestLiveGCSandboxDied(t *testing.T) {
 	}
 	_ = out
 }
+
+// After Close every operation fails with ErrClosed and changes nothing.
+func TestLiveClosedDriver(t *testing.T) {
+	d, host := hostDriver(t)
+	n := createNetwork(t, d, stateNet)
+	sb := testenv.NetNS(t, "sb")
+	e := attach(t, n, bridge.EndpointConfig{NetNS: sb.Path()})
+	d2, err := bridge.Open(ctx, bridge.Options{NetNS: host.Path()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n2, _ := d2.Network(stateNet.Name)
+	e2, _ := n2.Endpoint(e.ID())
+	d2.Close()
+	_, errCreate := d2.CreateNetwork(ctx, bridge.NetworkConfig{Name: "nlbs9"})
+	_, errAttach := n2.Attach(ctx, bridge.EndpointConfig{NetNS: sb.Path()})
+	for what, err := range map[string]error{"CreateNetwork": errCreate, "Attach": errAttach,
+		"Detach": e2.Detach(ctx), "Delete": n2.Delete(ctx), "GC": d2.GC(ctx, nil)} {
+		if !errors.Is(err, bridge.ErrClosed) {
+			t.Errorf("%s after Close: %v, want ErrClosed", what, err)
+		}
+	}
+	// The first driver's network and endpoint are untouched.
+	if got := n.Endpoints(); len(got) != 1 || got[0] != e {
+		t.Errorf("endpoints = %v", got)
+	}
+	if err := testenv.Ping(sb, stateNet.IPv4.Addr(), 2*time.Second); err != nil {
+		t.Error(err)
+	}
+}

@@ -22,11 +22,8 @@ import (
 // pool), after reading the records again if another process changed them.
 // fn reports whether it changed records.
 func (d *Driver) locked(c *netlink.Conn, fn func(c *netlink.Conn) (wrote bool, err error)) error {
-	d.mu.Lock()
-	closed := d.closed
-	d.mu.Unlock()
-	if closed {
-		return &Error{Op: "lock", Kind: ErrClosed}
+	if d.isClosed() {
+		return &Error{Op: "use driver", Kind: ErrClosed, Err: errors.New("the driver is closed")}
 	}
 	changed, err := d.lock.lock()
 	if err != nil {
@@ -48,6 +45,12 @@ func (d *Driver) locked(c *netlink.Conn, fn func(c *netlink.Conn) (wrote bool, e
 		return run(c)
 	}
 	return d.withConn(run)
+}
+
+func (d *Driver) isClosed() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.closed
 }
 
 // sync reads the records again if another process changed them.
@@ -205,9 +208,7 @@ func (n *Network) loadEndpoints(c *netlink.Conn) error {
 		e.stopAdvertising()
 		e.releasePorts()
 	}
-	for _, e := range found {
-		n.d.rehold(e)
-	}
+	n.d.rehold(found)
 	return nil
 }
 
@@ -262,27 +263,33 @@ func (n *Network) recovered(l link.Link, r epRecord) *Endpoint {
 	return e
 }
 
-// rehold registers a recovered endpoint's host ports and holds them with
-// bound sockets again, as at attach. A port that a live process holds
-// (another driver on the namespace) stays registered without a socket.
-func (d *Driver) rehold(e *Endpoint) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+// rehold registers recovered endpoints' host ports and holds them with
+// bound sockets again, as at attach, all from one thread in the host
+// namespace. A port that a live process holds (another driver on the
+// namespace) stays registered without a socket.
+func (d *Driver) rehold(eps []*Endpoint) {
+	if len(eps) == 0 {
+		return
+	}
 	err := d.host.Do(func() error {
-		for i := range e.ports {
-			p := &e.ports[i]
-			if p.Routed {
-				continue
+		for _, e := range eps {
+			e.mu.Lock()
+			for i := range e.ports {
+				p := &e.ports[i]
+				if p.Routed {
+					continue
+				}
+				d.registerPort(portKey{p.Proto, p.HostIP, p.HostPort})
+				if f, _, err := bindPort(Proto(p.Proto), p.HostIP, p.HostPort); err == nil {
+					p.hold = f
+				}
 			}
-			d.registerPort(portKey{p.Proto, p.HostIP, p.HostPort})
-			if f, _, err := bindPort(Proto(p.Proto), p.HostIP, p.HostPort); err == nil {
-				p.hold = f
-			}
+			e.mu.Unlock()
 		}
 		return nil
 	})
 	if err != nil {
-		d.log.Warn("nlbridge: holding recovered ports", "endpoint", e.id, "err", err)
+		d.log.Warn("nlbridge: holding recovered ports", "network", eps[0].n.cfg.Name, "err", err)
 	}
 }
 
