@@ -406,6 +406,24 @@ func (g Guard) String() string {
 	return fmt.Sprintf("%s %s %v %v", g.Port, g.MAC, g.IPv4, g.IPv6)
 }
 
+// elementsOf picks, from the guard sets' elements, those keyed by one of
+// the ports (every guard key starts with the 16-byte port name).
+func elementsOf(sets map[string][]nftables.SetElement, ports []string) map[string][]nftables.SetElement {
+	gone := map[string]bool{}
+	for _, p := range ports {
+		gone[string(ifname(p))] = true
+	}
+	out := map[string][]nftables.SetElement{}
+	for set, els := range sets {
+		for _, el := range els {
+			if len(el.Key) >= 16 && gone[string(el.Key[:16])] {
+				out[set] = append(out[set], nftables.SetElement{Key: el.Key})
+			}
+		}
+	}
+	return out
+}
+
 // GuardPorts lists the ports that have guard elements, for garbage
 // collection (elements of ports whose device is gone).
 func (f *Firewall) GuardPorts() ([]string, error) {
@@ -428,25 +446,18 @@ func (f *Firewall) RemoveGuardPorts(ports ...string) error {
 	if len(ports) == 0 {
 		return nil
 	}
-	gone := map[string]bool{}
-	for _, p := range ports {
-		gone[string(ifname(p))] = true
-	}
 	f.mu.Lock()
-	dels := map[string][]nftables.SetElement{}
+	have := map[string][]nftables.SetElement{}
 	for _, s := range guardSets(f.bt) {
 		els, err := f.c.GetSetElements(f.sets[s.Name])
 		if err != nil {
 			f.mu.Unlock()
 			return err
 		}
-		for _, el := range els {
-			if len(el.Key) >= 16 && gone[string(el.Key[:16])] {
-				dels[s.Name] = append(dels[s.Name], nftables.SetElement{Key: el.Key})
-			}
-		}
+		have[s.Name] = els
 	}
 	f.mu.Unlock()
+	dels := elementsOf(have, ports)
 	var each []func(b batch)
 	for set, els := range dels {
 		for _, el := range els {
