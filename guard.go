@@ -7,7 +7,7 @@ import "github.com/nlbridge/bridge/nat"
 // spoofing, the MAC and addresses it may send from.
 func (e *Endpoint) guardRecord() nat.Guard {
 	return nat.Guard{Port: e.hostName, AllowSpoofing: e.n.cfg.AllowSpoofing, MAC: e.mac,
-		IPv4: e.ipv4.Addr(), IPv6: e.ipv6.Addr()}
+		IPv4: e.ipv4.Addr(), IPv6: e.ipv6.Addr(), NoIPv6: !e.n.cfg.IPv6.IsValid()}
 }
 
 // setGuard puts the endpoint's guard elements in, in one firewall batch,

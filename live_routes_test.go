@@ -45,16 +45,35 @@ func TestLiveDefaultRouteChoice(t *testing.T) {
 	}
 }
 
-func TestLiveIPv4OnlyNetworkDisablesIPv6(t *testing.T) {
-	d, _ := hostDriver(t)
-	n := createNetwork(t, d, bridge.NetworkConfig{Name: "nlbt4", IPv4: netip.MustParsePrefix("10.74.0.1/24")})
-	sb := testenv.NetNS(t, "sb")
-	ep := attach(t, n, bridge.EndpointConfig{NetNS: sb.Path()})
-	if v, err := sb.ReadSysctl("net.ipv6.conf." + ep.IfName() + ".disable_ipv6"); err != nil || v != "1" {
-		t.Errorf("disable_ipv6 = %q %v, want 1", v, err)
-	}
-	if out := testenv.IP(t, sb, "-6", "addr", "show", "dev", ep.IfName()); out != "" {
-		t.Errorf("IPv6 addresses on an IPv4-only network:\n%s", out)
+// On an IPv4-only network the interface has no IPv6 address of any kind,
+// not even a link-local one: with the firewall it comes up with addrgenmode
+// none (the guard keeps IPv6 off its port, see live_noipv6_test.go),
+// without it disable_ipv6 is written, as Docker does.
+func TestLiveIPv4OnlyNetworkHasNoIPv6Address(t *testing.T) {
+	for _, noFirewall := range []bool{false, true} {
+		host := testenv.NetNS(t, "host")
+		d, err := bridge.Open(ctx, bridge.Options{NetNS: host.Path(), NoFirewall: noFirewall})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Close() })
+		n := createNetwork(t, d, bridge.NetworkConfig{Name: "nlbt4", IPv4: netip.MustParsePrefix("10.74.0.1/24")})
+		sb := testenv.NetNS(t, "sb")
+		ep := attach(t, n, bridge.EndpointConfig{NetNS: sb.Path()}) // waits for the port to forward: carrier is on
+		v, err := sb.ReadSysctl("net.ipv6.conf." + ep.IfName() + ".disable_ipv6")
+		link := testenv.IP(t, sb, "-d", "link", "show", "dev", ep.IfName())
+		switch {
+		case noFirewall && (err != nil || v != "1"):
+			t.Errorf("NoFirewall: disable_ipv6 = %q %v, want 1", v, err)
+		case !noFirewall && (v != "0" || !strings.Contains(link, "addrgenmode none")):
+			t.Errorf("firewall: disable_ipv6 = %q, want 0 and addrgenmode none:\n%s", v, link)
+		}
+		if out := testenv.IP(t, sb, "-6", "addr", "show", "dev", ep.IfName()); out != "" {
+			t.Errorf("NoFirewall=%v: IPv6 addresses on an IPv4-only network:\n%s", noFirewall, out)
+		}
+		if err := testenv.Ping(sb, n.Config().IPv4.Addr(), timeout); err != nil {
+			t.Error(err)
+		}
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/mdlayher/netlink"
 	"github.com/nlbridge/bridge/addr"
@@ -172,9 +173,17 @@ func (e *Endpoint) checkRecord(op string) error {
 
 // configure runs in the sandbox: it writes the sysctls, then brings up lo
 // and the interface with its addresses and default routes in one batch.
-// The IPv6 address and route come last: if the kernel refuses the address
-// because IPv6 is off in the sandbox or on the interface, the endpoint
-// goes on without IPv6.
+// On an IPv4-only network with the firewall, the interface first gets IPv6
+// address generation mode none, so it comes up without any IPv6 address
+// (not even a link-local one: no DAD, router solicitation or MLD report),
+// and the firewall's guard drops every IPv6 frame in or out of its port,
+// so none can give it one or use it. That needs no /proc access, which
+// Docker's disable_ipv6 does: the first /proc/sys/net/ipv6 lookup in a new
+// namespace costs milliseconds on a host with thousands of them. Without
+// the firewall, disable_ipv6 it is (see writeSysctls). The IPv6 address
+// and route come last: if the kernel refuses the address because IPv6 is
+// off in the sandbox or on the interface, the endpoint goes on without
+// IPv6.
 func (e *Endpoint) configure(op string, sc *netlink.Conn, cfg EndpointConfig, routes []route.Route) error {
 	sysctls, err := parseSysctls(op, e.ifName, cfg.Sysctls)
 	if err != nil {
@@ -184,6 +193,11 @@ func (e *Endpoint) configure(op string, sc *netlink.Conn, cfg EndpointConfig, ro
 		return err
 	}
 	msgs := []netlink.Message{link.UpMsg(1)} // lo is always ifindex 1
+	var ignore syscall.Errno
+	if !e.n.cfg.IPv6.IsValid() && e.n.d.fw != nil {
+		msgs = append(msgs, link.AddrGenModeNoneMsg(e.ifIndex))
+		ignore = unix.EAFNOSUPPORT // no IPv6 in the kernel: nothing to keep off
+	}
 	if e.ipv4.IsValid() {
 		msgs = append(msgs, addr.AddMsg(e.ifIndex, e.ipv4))
 	}
@@ -194,7 +208,7 @@ func (e *Endpoint) configure(op string, sc *netlink.Conn, cfg EndpointConfig, ro
 		msgs = append(msgs, addr.AddMsg(e.ifIndex, e.ipv6))
 		msgs = append(msgs, e.defaultRoute(e.ipv6, cfg.RouteMetric, routes)...)
 	}
-	_, err = nl.Exec(sc, msgs...)
+	_, err = nl.ExecIgnoring(sc, ignore, msgs...)
 	var be *nl.BatchError
 	if errors.As(err, &be) && be.Index == v6 && (errors.Is(err, unix.EACCES) || errors.Is(err, unix.EAFNOSUPPORT)) {
 		return e.dropIPv6(op)
@@ -290,11 +304,11 @@ func freeEthName(sc *netlink.Conn) (string, error) {
 	}
 }
 
-// writeSysctls disables IPv6 on the interface of an IPv4-only network (as
-// Docker does) and applies the caller's sysctls. It runs on a thread in the
-// sandbox.
+// writeSysctls disables IPv6 on the interface of an IPv4-only network
+// without the firewall (as Docker does; with the firewall, see configure),
+// and applies the caller's sysctls. It runs on a thread in the sandbox.
 func (e *Endpoint) writeSysctls(op string, user []nsutil.Sysctl) error {
-	if !e.n.cfg.IPv6.IsValid() {
+	if !e.n.cfg.IPv6.IsValid() && e.n.d.fw == nil {
 		off := nsutil.Sysctl{Key: "net.ipv6.conf." + dotted(e.ifName) + ".disable_ipv6", Value: "1"}
 		err := nsutil.WriteSysctl(off)
 		if err != nil && !errors.Is(err, os.ErrNotExist) { // no IPv6 in the kernel: nothing to disable

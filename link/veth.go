@@ -57,6 +57,17 @@ func HostEndMsg(name string, isolated bool, alias string) netlink.Message {
 	return netlink.Message{Header: netlink.Header{Type: unix.RTM_NEWLINK, Flags: nl.Change}, Data: append(b, addrGenModeNone()...)}
 }
 
+// AddrGenModeNoneMsg builds an RTM_NEWLINK that sets the device's IPv6
+// address generation mode to none: no link-local or SLAAC-derived address
+// of its own when it comes up. Send it while the device is down; it cannot
+// ride in a veth create message (the kernel refuses IFLA_AF_SPEC there
+// with EAFNOSUPPORT, also for the peer), and a kernel without IPv6 refuses
+// it with EAFNOSUPPORT.
+func AddrGenModeNoneMsg(index uint32) netlink.Message {
+	return netlink.Message{Header: netlink.Header{Type: unix.RTM_NEWLINK, Flags: nl.Change},
+		Data: append(ifinfo(unix.AF_UNSPEC, index, 0, 0), addrGenModeNone()...)}
+}
+
 // addrGenModeNone encodes IFLA_AF_SPEC { AF_INET6 { IFLA_INET6_ADDR_GEN_MODE: none } }.
 func addrGenModeNone() []byte {
 	ae := netlink.NewAttributeEncoder()

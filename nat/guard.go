@@ -29,6 +29,7 @@ const (
 	setMACs      = "macs"      // ifname . ether_addr
 	setAddrs4    = "addrs4"    // ifname . ipv4_addr
 	setAddrs6    = "addrs6"    // ifname . ipv6_addr: its address and its EUI-64 link-local one
+	setNoIPv6    = "noipv6"    // ifname: ports of IPv4-only networks, which carry no IPv6 at all
 )
 
 // Guard is one endpoint's entry in the guard: its port gets the RA guard
@@ -38,6 +39,7 @@ type Guard struct {
 	AllowSpoofing bool             // RA guard only
 	MAC           net.HardwareAddr // the endpoint's MAC
 	IPv4, IPv6    netip.Addr       // its addresses; zero = none of that family
+	NoIPv6        bool             // its network is IPv4-only: no IPv6 frame in or out of the port
 }
 
 // LinkLocal is the EUI-64 link-local address of mac, which the kernel gives
@@ -58,6 +60,9 @@ func (g Guard) elements(op func(string, ...nftables.SetElement)) {
 	port := ifname(g.Port)
 	key := func(b []byte) []byte { return cat32(port, b) }
 	op(setEndpoints, nftables.SetElement{Key: port})
+	if g.NoIPv6 {
+		op(setNoIPv6, nftables.SetElement{Key: port})
+	}
 	if g.AllowSpoofing {
 		return
 	}
@@ -89,6 +94,7 @@ func guardSets(t *nftables.Table) []*nftables.Set {
 		{Table: t, Name: setMACs, Concatenation: true, KeyType: concat(nftables.TypeIFName, nftables.TypeEtherAddr)},
 		{Table: t, Name: setAddrs4, Concatenation: true, KeyType: concat(nftables.TypeIFName, nftables.TypeIPAddr)},
 		{Table: t, Name: setAddrs6, Concatenation: true, KeyType: concat(nftables.TypeIFName, nftables.TypeIP6Addr)},
+		{Table: t, Name: setNoIPv6, KeyType: nftables.TypeIFName, KeyByteOrder: host},
 	}
 }
 
@@ -133,8 +139,25 @@ func guardChains(t *nftables.Table) []chain {
 	ownLLOpt := func(typ byte, off uint32) []expr.Any {
 		return cat(payloadEq(th, off, typ, 1), portKeyIn(th, off+2, 6, setMACs, false))
 	}
+	hook := func(name string, h *nftables.ChainHook) *nftables.Chain {
+		return &nftables.Chain{Table: t, Name: name, Type: nftables.ChainTypeFilter,
+			Hooknum: h, Priority: nftables.ChainPriorityRef(-300), Policy: &accept}
+	}
+	ip6 := metaEq(expr.MetaKeyPROTOCOL, 0x86, 0xdd)
 	return []chain{
+		// The ports of an IPv4-only network carry no IPv6 frame, in or out
+		// (also none from the host): their sandbox interfaces have IPv6 on
+		// without addresses (addrgenmode none), and nothing may reach them
+		// that could give them one or use them. (By port: this kernel has
+		// no meta ibrname/obrname, CONFIG_NFT_BRIDGE_META.)
+		{hook("forward", nftables.ChainHookForward), [][]expr.Any{
+			cat(ifnameIn(expr.MetaKeyOIFNAME, setNoIPv6), ip6, drop),
+		}},
+		{hook("output", nftables.ChainHookOutput), [][]expr.Any{
+			cat(ifnameIn(expr.MetaKeyOIFNAME, setNoIPv6), ip6, drop),
+		}},
 		{base, [][]expr.Any{
+			cat(ifnameIn(expr.MetaKeyIIFNAME, setNoIPv6), ip6, drop),
 			cat(ifnameIn(expr.MetaKeyIIFNAME, setEndpoints), to(expr.VerdictJump, "raguard")),
 			cat(ifnameIn(expr.MetaKeyIIFNAME, setGuarded), to(expr.VerdictJump, "spoof")),
 		}},
@@ -383,6 +406,24 @@ func (g Guard) String() string {
 	return fmt.Sprintf("%s %s %v %v", g.Port, g.MAC, g.IPv4, g.IPv6)
 }
 
+// elementsOf picks, from the guard sets' elements, those keyed by one of
+// the ports (every guard key starts with the 16-byte port name).
+func elementsOf(sets map[string][]nftables.SetElement, ports []string) map[string][]nftables.SetElement {
+	gone := map[string]bool{}
+	for _, p := range ports {
+		gone[string(ifname(p))] = true
+	}
+	out := map[string][]nftables.SetElement{}
+	for set, els := range sets {
+		for _, el := range els {
+			if len(el.Key) >= 16 && gone[string(el.Key[:16])] {
+				out[set] = append(out[set], nftables.SetElement{Key: el.Key})
+			}
+		}
+	}
+	return out
+}
+
 // GuardPorts lists the ports that have guard elements, for garbage
 // collection (elements of ports whose device is gone).
 func (f *Firewall) GuardPorts() ([]string, error) {
@@ -405,25 +446,18 @@ func (f *Firewall) RemoveGuardPorts(ports ...string) error {
 	if len(ports) == 0 {
 		return nil
 	}
-	gone := map[string]bool{}
-	for _, p := range ports {
-		gone[string(ifname(p))] = true
-	}
 	f.mu.Lock()
-	dels := map[string][]nftables.SetElement{}
+	have := map[string][]nftables.SetElement{}
 	for _, s := range guardSets(f.bt) {
 		els, err := f.c.GetSetElements(f.sets[s.Name])
 		if err != nil {
 			f.mu.Unlock()
 			return err
 		}
-		for _, el := range els {
-			if len(el.Key) >= 16 && gone[string(el.Key[:16])] {
-				dels[s.Name] = append(dels[s.Name], nftables.SetElement{Key: el.Key})
-			}
-		}
+		have[s.Name] = els
 	}
 	f.mu.Unlock()
+	dels := elementsOf(have, ports)
 	var each []func(b batch)
 	for set, els := range dels {
 		for _, el := range els {

@@ -45,8 +45,8 @@ func TestSetupIsOneBatch(t *testing.T) {
 		count[nftType(m)]++
 	}
 	// inet and bridge (the guard) tables.
-	want := map[uint16]int{unix.NFT_MSG_NEWTABLE: 4, unix.NFT_MSG_DELTABLE: 2, unix.NFT_MSG_NEWSET: 23,
-		unix.NFT_MSG_NEWCHAIN: 14}
+	want := map[uint16]int{unix.NFT_MSG_NEWTABLE: 4, unix.NFT_MSG_DELTABLE: 2, unix.NFT_MSG_NEWSET: 24,
+		unix.NFT_MSG_NEWCHAIN: 16}
 	for typ, n := range want {
 		if count[typ] != n {
 			t.Errorf("message type %d: %d, want %d", typ, count[typ], n)

@@ -6,6 +6,7 @@ package testenv
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,8 +37,12 @@ func NetNS(t testing.TB, tag string) *nsutil.NS {
 	if err != nil {
 		t.Fatalf("create netns %s: %v", name, err)
 	}
+	id := ns.ID()
 	t.Cleanup(func() {
 		ns.Close()
+		// A driver killed by a test leaves its namespace's lock file
+		// (see the root package's hostLock); it goes with the namespace.
+		os.Remove(fmt.Sprintf("/run/nlbridge/%x-%x.lock", id.Dev, id.Ino))
 		if err := nsutil.Delete(ns.Path()); err != nil {
 			t.Errorf("delete netns %s: %v", ns.Path(), err)
 		}
