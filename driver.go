@@ -32,6 +32,14 @@ type Options struct {
 	// Logger receives errors of background work (reclaimer, firewall
 	// repair) and records it ignores; nil = slog.Default().
 	Logger *slog.Logger
+
+	// NoPortHolds: published host ports are claimed through the records
+	// only (no endpoint takes another's), never held by bound sockets:
+	// neither those of endpoints read back from the kernel nor new ones,
+	// so a host process holding a port is no conflict. For short-lived
+	// processes such as a CNI plugin, whose sockets would close at exit
+	// anyway; re-binding costs a socket per recovered port.
+	NoPortHolds bool
 }
 
 // GatewayMode is a network's gateway mode for one address family; the
@@ -50,6 +58,8 @@ const (
 // concurrent use. Close it when done; networks and endpoints stay in the
 // kernel until deleted.
 type Driver struct {
+	noHolds bool // Options.NoPortHolds
+
 	host  *nsutil.NS
 	lock  *hostLock // claims among processes on host
 	self  owner     // this process, in records of objects being built
@@ -95,7 +105,7 @@ func Open(ctx context.Context, opts Options) (*Driver, error) {
 	}
 	d := &Driver{host: ns, conns: make(chan *netlink.Conn, maxIdleConns), networks: map[string]*Network{},
 		ports: map[portKey]bool{}, reclaim: make(chan struct{}, 1),
-		lock: newHostLock(lockDir, ns.ID()), self: selfOwner(), log: opts.Logger}
+		lock: newHostLock(lockDir, ns.ID()), self: selfOwner(), log: opts.Logger, noHolds: opts.NoPortHolds}
 	if d.log == nil {
 		d.log = slog.Default()
 	}

@@ -189,6 +189,9 @@ var errPortTaken = errors.New("host port in use")
 // and held by a bound socket (in the calling thread's namespace), so no
 // host process can take it silently. It returns the port taken.
 func (d *Driver) holdPort(proto Proto, ip netip.Addr, cands []uint16) (*os.File, uint16, error) {
+	if d.noHolds {
+		return d.claimOnly(proto, ip, cands)
+	}
 	var last error = errPortTaken
 	for _, port := range cands {
 		f, got, err := bindPort(proto, ip, port)

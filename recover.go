@@ -271,6 +271,10 @@ func (d *Driver) rehold(eps []*Endpoint) {
 	if len(eps) == 0 {
 		return
 	}
+	if d.noHolds {
+		d.registerPorts(eps)
+		return
+	}
 	err := d.host.Do(func() error {
 		for _, e := range eps {
 			e.mu.Lock()

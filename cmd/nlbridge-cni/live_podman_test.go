@@ -165,8 +165,9 @@ func waitHTTP(t *testing.T, ns *nsutil.NS, ap netip.AddrPort) {
 }
 
 // TestPodman: podman run with -p on our network (CNI backend); the port
-// works from the host namespace; restart (DEL, then ADD with the old IP
-// and MAC) keeps the address and the port; rm leaves nothing.
+// works from the host namespace; restart (DEL, then ADD) and network
+// reload (DEL, then ADD with the old IP and MAC, which it keeps) keep the
+// port working; rm leaves nothing.
 func TestPodman(t *testing.T) {
 	pluginPath(t)
 	rootfsTar(t)
@@ -177,19 +178,33 @@ func TestPodman(t *testing.T) {
 	p := startPodman(t, host, confDir, name)
 	gw := netip.MustParseAddr("10.84.0.1")
 
+	// A first container takes the lowest address, so that the restart
+	// below is only kept on its address by podman's IP= (after rm first,
+	// the lowest free address is first's).
+	first := p.must("run", "-d", "--network", name, "localhost/busybox:latest", "sleep", "3600")
+	ipFirst, _ := p.inspect(first, name)
 	id := p.must("run", "-d", "--network", name, "-p", "18110:80", "localhost/busybox:latest",
 		"sh", "-c", "echo hello > /tmp/index.html && exec httpd -f -p 80 -h /tmp")
 	ip, mac := p.inspect(id, name)
 	published := netip.AddrPortFrom(gw, 18110)
 	waitHTTP(t, host, published)
 	if out := p.must("run", "--rm", "--network", name, "--cap-add", "NET_RAW", "localhost/busybox:latest", "ping", "-c1", "-W2", ip.String()); !strings.Contains(out, "1 packets received") {
-		t.Errorf("second container -> first: %s", out)
+		t.Errorf("third container -> second: %s", out)
 	}
+	p.must("rm", "-f", "-t", "0", first)
 
+	// restart: DEL, then ADD in a new netns (podman 4.3 sends no IP= here:
+	// the attachment is new, as with the reference plugins).
 	p.must("restart", "-t", "0", id)
+	ip, mac = p.inspect(id, name)
+	waitHTTP(t, host, published)
+	// network reload: DEL, then ADD with IP= and MAC= of the old
+	// attachment, which keeps an address that is not the lowest free one
+	// (first's, freed by its rm).
+	p.must("network", "reload", id)
 	ip2, mac2 := p.inspect(id, name)
 	if ip2 != ip || mac2 != mac {
-		t.Errorf("restart changed the attachment: %s %s -> %s %s", ip, mac, ip2, mac2)
+		t.Errorf("network reload changed the attachment: %s %s -> %s %s (the lowest free address was %s)", ip, mac, ip2, mac2, ipFirst)
 	}
 	waitHTTP(t, host, published)
 
@@ -198,5 +213,5 @@ func TestPodman(t *testing.T) {
 		t.Error("published port answers after rm")
 	}
 	onlyBridge(t, host, br)
-	noConntrack(t, host, ip)
+	noConntrack(t, host, ip, ipFirst)
 }
