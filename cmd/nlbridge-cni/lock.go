@@ -21,7 +21,7 @@ const lockWait = 60 * time.Second
 // flock, so it dies with its holder. Under it a call opens the driver (a
 // fresh read of the kernel record), chooses addresses and attaches, so
 // concurrent calls never choose the same address. The returned func
-// releases it; exiting does too.
+// releases it and removes the file; exiting releases it too.
 func lockHost() (func(), error) {
 	var st unix.Stat_t
 	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
@@ -31,21 +31,30 @@ func lockHost() (func(), error) {
 		return nil, fmt.Errorf("lock: %w", err)
 	}
 	path := filepath.Join(lockDir, fmt.Sprintf("cni-%d-%d.lock", st.Dev, st.Ino))
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("lock: %w", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- unix.Flock(int(f.Fd()), unix.LOCK_EX) }()
-	select {
-	case err := <-done:
+	deadline := time.After(lockWait)
+	for {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 		if err != nil {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, err)
+			return nil, fmt.Errorf("lock: %w", err)
 		}
-	case <-time.After(lockWait):
-		// The flock goroutine stays blocked; the process exits soon.
-		return nil, types.NewError(types.ErrTryAgainLater, "another nlbridge call holds "+path+" for too long", "")
+		done := make(chan error, 1)
+		go func() { done <- unix.Flock(int(f.Fd()), unix.LOCK_EX) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				f.Close()
+				return nil, fmt.Errorf("lock %s: %w", path, err)
+			}
+		case <-deadline:
+			// The flock goroutine stays blocked; the process exits soon.
+			return nil, types.NewError(types.ErrTryAgainLater, "another nlbridge call holds "+path+" for too long", "")
+		}
+		// The holder before us removes the file as it unlocks: a lock on
+		// a file no longer at path is no lock; take the current one.
+		var held, cur unix.Stat_t
+		if unix.Fstat(int(f.Fd()), &held) == nil && unix.Stat(path, &cur) == nil && held.Ino == cur.Ino {
+			return func() { os.Remove(path); f.Close() }, nil
+		}
+		f.Close()
 	}
-	return func() { f.Close() }, nil
 }
