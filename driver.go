@@ -71,6 +71,9 @@ type Driver struct {
 
 	portsMu sync.Mutex
 	ports   map[portKey]bool // published host ports
+	// published: during a claim, the host ports in the firewall (see
+	// withPublished)
+	published map[portKey]bool
 
 	ctx     context.Context // cancelled by Close: stops background work
 	cancel  context.CancelFunc

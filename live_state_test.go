@@ -642,3 +642,33 @@ func TestLiveClosedDriver(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// A host port published by an endpoint of another process (dead, so
+// nothing holds its socket) on another network is taken: the claim checks
+// the firewall, not just the networks this driver has read.
+func TestLiveHostPortTakenAcrossProcesses(t *testing.T) {
+	host, _ := stateEnv(t)
+	sb, sb2 := testenv.NetNS(t, "sb"), testenv.NetNS(t, "sb2")
+	kill(t, child(t, "hold", host, sb)) // tcp 18081 on nlbs0
+	d := openDriver(t, host)
+	n := createNetwork(t, d, bridge.NetworkConfig{Name: "nlbs1", IPv4: netip.MustParsePrefix("172.30.9.1/24")})
+	for _, m := range []bridge.PortMapping{
+		{Proto: bridge.TCP, HostPort: 18081, ContainerPort: 80},
+		{Proto: bridge.TCP, HostIP: testenv.UplinkIPv4, HostPort: 18081, ContainerPort: 80},
+	} {
+		_, err := n.Attach(ctx, bridge.EndpointConfig{NetNS: sb2.Path(), Ports: []bridge.PortMapping{m}})
+		if !isKind(err, bridge.ErrConflict, "Ports[0]") {
+			t.Errorf("publish %v taken by the dead process: %v, want ErrConflict on Ports[0]", m, err)
+		}
+	}
+	testenv.OnlyLoopback(t, sb2)
+	// Another port, and the same one over UDP, are free.
+	attach(t, n, bridge.EndpointConfig{NetNS: sb2.Path(), Ports: []bridge.PortMapping{
+		{Proto: bridge.TCP, HostPort: 18085, ContainerPort: 80}, {Proto: bridge.UDP, HostPort: 18081, ContainerPort: 80}}})
+	if err := d.GC(ctx, func(e *bridge.Endpoint) bool { return e.ID() != "held" }); err != nil {
+		t.Fatal(err)
+	}
+	if n0, ok := d.Network(stateNet.Name); ok {
+		t.Cleanup(func() { n0.Delete(ctx) })
+	}
+}

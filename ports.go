@@ -211,6 +211,31 @@ func (d *Driver) holdPort(proto Proto, ip netip.Addr, cands []uint16) (*os.File,
 	return nil, 0, last
 }
 
+// withPublished runs fn (which claims ports) with the host ports that the
+// firewall publishes, by any process, counting as taken. Must hold the
+// host lock, under which the firewall holds every committed port.
+func (d *Driver) withPublished(fn func() error) error {
+	ports, err := d.fw.Ports()
+	if err != nil {
+		return err
+	}
+	taken := map[portKey]bool{}
+	for _, p := range ports {
+		if !p.Routed {
+			taken[portKey{p.Proto, p.HostIP, p.HostPort}] = true
+		}
+	}
+	d.portsMu.Lock()
+	d.published = taken
+	d.portsMu.Unlock()
+	defer func() {
+		d.portsMu.Lock()
+		d.published = nil
+		d.portsMu.Unlock()
+	}()
+	return fn()
+}
+
 // registerPort records a port that a recovered endpoint publishes.
 func (d *Driver) registerPort(k portKey) {
 	d.portsMu.Lock()
@@ -222,6 +247,11 @@ func (d *Driver) claimPort(k portKey) bool {
 	d.portsMu.Lock()
 	defer d.portsMu.Unlock()
 	for o := range d.ports {
+		if o.clashes(k) {
+			return false
+		}
+	}
+	for o := range d.published {
 		if o.clashes(k) {
 			return false
 		}

@@ -101,14 +101,15 @@ func (e *Endpoint) create(ctx context.Context, op string, ns *nsutil.NS, cfg End
 		}
 		return n.d.locked(hc, func(hc *netlink.Conn) (bool, error) {
 			if len(cfg.Ports) > 0 {
-				// Host ports clash across networks: know them all.
-				for _, o := range n.d.networkList() {
-					if err := o.load(hc); err != nil {
-						return false, kernel(op, err)
+				// Host ports clash across networks and processes: check
+				// against every port in the firewall (complete under the
+				// lock), without reading every network's endpoints.
+				if err := n.d.withPublished(func() error { return e.holdPorts(op, cfg.Ports) }); err != nil {
+					var be *Error
+					if errors.As(err, &be) {
+						return false, err
 					}
-				}
-				if err := e.holdPorts(op, cfg.Ports); err != nil {
-					return false, err
+					return false, kernel(op, err)
 				}
 				if err := e.checkRecord(op); err != nil {
 					return false, err
