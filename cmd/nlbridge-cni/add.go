@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/jsimonetti/rtnetlink/v2"
 	"net/netip"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -79,6 +80,11 @@ func (s *session) add(ctx context.Context, p *plan, req *request, args *skel.Cmd
 	if err != nil {
 		return nil, libError(err)
 	}
+	if p.conf.PromiscMode {
+		if err := setPromisc(n.BridgeIndex()); err != nil {
+			return nil, fmt.Errorf("promiscMode: bridge %s: %w", p.net.Name, err)
+		}
+	}
 	used := map[netip.Addr]bool{}
 	for _, e := range n.Endpoints() {
 		if e.ID() == id {
@@ -135,6 +141,24 @@ func (s *session) add(ctx context.Context, p *plan, req *request, args *skel.Cmd
 	}
 	r := p.result(a, dres)
 	return r, nil
+}
+
+// setPromisc puts the bridge in promiscuous mode (the reference plugin's
+// promiscMode, which containerd's default conflist sets); setting it again
+// is harmless.
+func setPromisc(index uint32) error {
+	c, err := netlink.Dial(unix.NETLINK_ROUTE, nil)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	b, err := (&rtnetlink.LinkMessage{Index: index, Flags: unix.IFF_PROMISC, Change: unix.IFF_PROMISC}).MarshalBinary()
+	if err != nil {
+		return err
+	}
+	_, err = c.Execute(netlink.Message{Header: netlink.Header{Type: unix.RTM_NEWLINK,
+		Flags: netlink.Request | netlink.Acknowledge}, Data: b})
+	return err
 }
 
 // describe reads the MACs of the bridge and the host end for the result.

@@ -150,8 +150,6 @@ func parseConf(data []byte) (*plan, error) {
 		return nil, unsupported("disableContainerInterface", true, "the container interface is always up (its addresses and routes need it)")
 	case c.ForceAddress:
 		return nil, unsupported("forceAddress", true, "a bridge with a different address is a conflict, never rewritten")
-	case c.PromiscMode:
-		return nil, unsupported("promiscMode", true, "the bridge is never put in promiscuous mode")
 	case c.Vlan != 0 || len(c.VlanTrunk) > 0:
 		return nil, unsupported("vlan", c.Vlan, "VLANs are not supported")
 	case c.EnableDad:

@@ -106,7 +106,6 @@ func TestParseConfErrors(t *testing.T) {
 	}{
 		{`"disableContainerInterface":true,`, hl, types.ErrUnsupportedField, "disableContainerInterface"},
 		{`"forceAddress":true,`, hl, types.ErrUnsupportedField, "forceAddress"},
-		{`"promiscMode":true,`, hl, types.ErrUnsupportedField, "promiscMode"},
 		{`"vlan":10,`, hl, types.ErrUnsupportedField, "vlan"},
 		{`"gatewayMode":"bogus",`, hl, types.ErrInvalidNetworkConfig, "gatewayMode"},
 		{`"hostIPv4":"x",`, hl, types.ErrInvalidNetworkConfig, "hostIPv4"},

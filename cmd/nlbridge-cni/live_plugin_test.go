@@ -365,3 +365,22 @@ func TestAnnounce(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestPromiscMode: promiscMode (set by containerd's default conflist) puts
+// the bridge in promiscuous mode; without it the bridge is not.
+func TestPromiscMode(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		e := newPlugEnv(t, "10.87.0.0/24", "")
+		sb := testenv.NetNS(t, "cnis")
+		if out, err := e.add("c0", sb, "", map[string]any{"promiscMode": on}); err != nil {
+			t.Fatalf("promiscMode %v: %v: %s", on, err, out)
+		}
+		flags := inNSOutput(t, e.host, "ip", "-o", "link", "show", e.br)
+		if strings.Contains(flags, "PROMISC") != on {
+			t.Errorf("promiscMode %v: bridge flags %s", on, flags)
+		}
+		if err := e.del("c0", sb.Path(), map[string]any{"promiscMode": on}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
