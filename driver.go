@@ -71,8 +71,8 @@ type Driver struct {
 
 	portsMu sync.Mutex
 	ports   map[portKey]bool // published host ports
-	// published: during a claim, the host ports in the firewall (see
-	// withPublished)
+	// published: the host ports in the firewall, as last read (see
+	// withPublished); nil = unknown
 	published map[portKey]bool
 
 	ctx     context.Context // cancelled by Close: stops background work

@@ -37,6 +37,7 @@ func (d *Driver) checkFirewall(c *netlink.Conn) (wrote bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	d.forgetPublished() // the rebuilt table holds only recorded ports
 	if err := d.fw.Rebuild(nets, ports, guards); err != nil {
 		return false, errors.Join(cerr, err)
 	}

@@ -56,6 +56,7 @@ func (d *Driver) GC(ctx context.Context, keep func(*Endpoint) bool) error {
 	var stale []netip.Addr
 	err = d.locked(nil, func(c *netlink.Conn) (bool, error) {
 		var err error
+		defer d.forgetPublished() // orphans may have gone
 		stale, err = d.collect(c)
 		return true, err
 	})

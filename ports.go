@@ -213,27 +213,38 @@ func (d *Driver) holdPort(proto Proto, ip netip.Addr, cands []uint16) (*os.File,
 
 // withPublished runs fn (which claims ports) with the host ports that the
 // firewall publishes, by any process, counting as taken. Must hold the
-// host lock, under which the firewall holds every committed port.
+// host lock, under which the firewall holds every committed port. The
+// firewall is read only when the driver's copy is unknown: at first, and
+// after another process changed the records (see forgetPublished); the
+// driver's own releases are taken out of the copy as they happen.
 func (d *Driver) withPublished(fn func() error) error {
-	ports, err := d.fw.Ports()
-	if err != nil {
-		return err
-	}
-	taken := map[portKey]bool{}
-	for _, p := range ports {
-		if !p.Routed {
-			taken[portKey{p.Proto, p.HostIP, p.HostPort}] = true
-		}
-	}
 	d.portsMu.Lock()
-	d.published = taken
+	known := d.published != nil
 	d.portsMu.Unlock()
-	defer func() {
+	if !known {
+		ports, err := d.fw.Ports()
+		if err != nil {
+			return err
+		}
+		taken := map[portKey]bool{}
+		for _, p := range ports {
+			if !p.Routed {
+				taken[portKey{p.Proto, p.HostIP, p.HostPort}] = true
+			}
+		}
 		d.portsMu.Lock()
-		d.published = nil
+		d.published = taken
 		d.portsMu.Unlock()
-	}()
+	}
 	return fn()
+}
+
+// forgetPublished drops the copy of the firewall's host ports: others
+// changed them, or a repair or GC removed elements.
+func (d *Driver) forgetPublished() {
+	d.portsMu.Lock()
+	d.published = nil
+	d.portsMu.Unlock()
 }
 
 // registerPort records a port that a recovered endpoint publishes.
@@ -327,6 +338,7 @@ func (e *Endpoint) releasePorts() {
 		}
 		if !p.Routed {
 			delete(d.ports, portKey{p.Proto, p.HostIP, p.HostPort})
+			delete(d.published, portKey{p.Proto, p.HostIP, p.HostPort})
 		}
 	}
 }

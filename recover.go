@@ -63,6 +63,7 @@ func (d *Driver) sync(what string) {
 // refresh reads the networks, and the endpoints of every network read so
 // far, again.
 func (d *Driver) refresh(c *netlink.Conn) error {
+	d.forgetPublished()
 	if err := d.loadNetworks(c); err != nil {
 		return err
 	}
