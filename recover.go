@@ -6,10 +6,8 @@ import (
 	"sort"
 
 	"github.com/mdlayher/netlink"
-	"github.com/nlbridge/bridge/internal/nl"
 	"github.com/nlbridge/bridge/link"
 	"github.com/nlbridge/bridge/nat"
-	"golang.org/x/sys/unix"
 )
 
 // Recovery: what a driver knows is read back from the records in the kernel
@@ -362,10 +360,4 @@ func (d *Driver) removeHalfNetwork(c *netlink.Conn, br link.Link, rec netRecord)
 		return d.fw.RemoveNetwork(n.natNetwork())
 	}
 	return nil
-}
-
-// execIgnoringGone sends msgs, counting "no such device" as success.
-func execIgnoringGone(c *netlink.Conn, msgs ...netlink.Message) error {
-	_, err := nl.ExecIgnoring(c, unix.ENODEV, msgs...)
-	return err
 }
