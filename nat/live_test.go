@@ -16,14 +16,7 @@ import (
 
 func TestLiveRejectedBatchChangesNothing(t *testing.T) {
 	ns := testenv.NetNS(t, "nat")
-	f, err := nat.Open(ns.FD(), "nlbt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := f.Rebuild(nil, nil, nil); err != nil {
-		t.Fatal(err)
-	}
+	f := openTable(t, ns)
 	a := nat.Port{Proto: unix.IPPROTO_TCP, HostIP: netip.IPv4Unspecified(), HostPort: 8080, Addr: netip.MustParseAddr("10.0.0.2"), Port: 80}
 	if err := f.AddPorts(a); err != nil {
 		t.Fatal(err)
@@ -55,14 +48,7 @@ func TestLiveRejectedBatchChangesNothing(t *testing.T) {
 // the socket (ENOBUFS) and the next batch waited forever for lost acks.
 func TestLiveThousandPortsInOneBatch(t *testing.T) {
 	ns := testenv.NetNS(t, "nat")
-	f, err := nat.Open(ns.FD(), "nlbt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := f.Rebuild(nil, nil, nil); err != nil {
-		t.Fatal(err)
-	}
+	f := openTable(t, ns)
 	var ps []nat.Port
 	for i := range 1000 {
 		ps = append(ps, nat.Port{Proto: unix.IPPROTO_TCP, HostIP: netip.IPv4Unspecified(), HostPort: uint16(10000 + i),
@@ -164,6 +150,20 @@ func TestLiveCheckAndRebuild(t *testing.T) {
 	}
 }
 
+// openTable builds the table nlbt in ns and closes its socket at the end.
+func openTable(t *testing.T, ns *nsutil.NS) *nat.Firewall {
+	t.Helper()
+	f, err := nat.Open(ns.FD(), "nlbt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	if err := f.Rebuild(nil, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
 func conntrack(t *testing.T, ns *nsutil.NS, args ...string) string {
 	t.Helper()
 	out, err := exec.Command("ip", append([]string{"netns", "exec", filepath.Base(ns.Path()), "conntrack"}, args...)...).CombinedOutput()
@@ -178,11 +178,7 @@ func TestLiveFlushConntrack(t *testing.T) {
 		t.Skip("conntrack(8) not installed (make deps installs it)")
 	}
 	ns := testenv.NetNS(t, "ct")
-	f, err := nat.Open(ns.FD(), "nlbt") // its ct rules turn conntrack on in ns
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	openTable(t, ns) // its ct rules turn conntrack on in ns
 	x := "10.0.0.2"
 	for _, e := range [][]string{
 		{"-s", x, "-d", "192.0.2.9", "--sport", "1000", "--dport", "53"}, // x's own flow

@@ -52,23 +52,11 @@ const maxSetElems = 512
 // the whole batch must still fit the socket's send buffer (about 4,000
 // ports).
 func bySet(ps []Port, op func(string, ...nftables.SetElement)) {
-	sets := map[string][]nftables.SetElement{}
-	var order []string
-	for _, p := range ps {
-		p.element(func(set string, els ...nftables.SetElement) {
-			if _, ok := sets[set]; !ok {
-				order = append(order, set)
-			}
-			sets[set] = append(sets[set], els...)
-		})
-	}
-	for _, set := range order {
-		for els := sets[set]; len(els) > 0; {
-			n := min(len(els), maxSetElems)
-			op(set, els[:n]...)
-			els = els[n:]
+	grouped(op, func(add func(string, ...nftables.SetElement)) {
+		for _, p := range ps {
+			p.element(add)
 		}
-	}
+	})
 }
 
 // portsOp names an operation on ports for errors, listing a few.
