@@ -11,10 +11,11 @@
 //
 // # Cost
 //
-// An attach is three netlink round trips (four when an automatic interface
+// An attach is four netlink round trips (five when an automatic interface
 // name finds eth0 taken): a dump of the sandbox's routes, one RTM_NEWLINK
-// that creates the whole veth pair with the peer born in the sandbox, and
-// one batched sendmsg that configures the sandbox side. Each network's
+// that creates the whole veth pair with the peer born in the sandbox (and
+// the endpoint's pending record), one batched sendmsg that configures the
+// sandbox side, and the commit of the record (see State). Each network's
 // host-side devices share a link group, so Network.Delete is one request.
 // Detach cuts an endpoint off at once and leaves the slow part, deleting
 // the veth pair, to a driver goroutine that deletes many in one request;
