@@ -251,7 +251,10 @@ func (n *Network) setup(op string, c *netlink.Conn) (err error) {
 	created := errors.Is(err, unix.ENODEV)
 	switch {
 	case created:
-		br, err = link.CreateBridge(c, link.BridgeSpec{Name: n.cfg.Name, MTU: n.cfg.MTU, MAC: randomMAC()})
+		pending := n.record()
+		pending.Owner = n.d.self
+		br, err = link.CreateBridge(c, link.BridgeSpec{Name: n.cfg.Name, MTU: n.cfg.MTU, MAC: randomMAC(),
+			Alias: pending.encode()})
 		if err != nil {
 			return kernel(op, err)
 		}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/jsimonetti/rtnetlink/v2"
 	"github.com/mdlayher/netlink"
+	"github.com/mdlayher/netlink/nlenc"
 	"github.com/nlbridge/bridge/internal/nl"
 	"golang.org/x/sys/unix"
 )
@@ -16,6 +17,10 @@ type BridgeSpec struct {
 	MTU   int              // 0 = kernel default
 	MAC   net.HardwareAddr // pinned so it does not follow the ports; nil = kernel's choice
 	Group uint32           // 0 = default group
+	// Alias is set by a second message in the same sendmsg: the kernel
+	// ignores IFLA_IFALIAS in a create. One sendmsg runs to its end in the
+	// kernel, so a process killed meanwhile leaves no bridge without it.
+	Alias string
 }
 
 // CreateBridge creates an administratively up bridge in one request and
@@ -25,7 +30,21 @@ func CreateBridge(c *netlink.Conn, s BridgeSpec) (Link, error) {
 	if err != nil {
 		return Link{}, err
 	}
-	return createEcho(c, "bridge "+s.Name, m)
+	if s.Alias == "" {
+		return createEcho(c, "bridge "+s.Name, m)
+	}
+	return createEcho(c, "bridge "+s.Name, m, setAliasByNameMsg(s.Name, s.Alias))
+}
+
+// setAliasByNameMsg sets the alias of the device with this name, which may
+// be created by an earlier message of the same sendmsg.
+func setAliasByNameMsg(name, alias string) netlink.Message {
+	a, _ := netlink.MarshalAttributes([]netlink.Attribute{
+		{Type: unix.IFLA_IFNAME, Data: nlenc.Bytes(name)},
+		{Type: unix.IFLA_IFALIAS, Data: []byte(alias)},
+	})
+	return netlink.Message{Header: netlink.Header{Type: unix.RTM_NEWLINK, Flags: nl.Change},
+		Data: append(ifinfo(unix.AF_UNSPEC, 0, 0, 0), a...)}
 }
 
 // CreateBridgeMsg builds the RTM_NEWLINK of CreateBridge.

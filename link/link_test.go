@@ -137,6 +137,23 @@ func TestCreateBridgeMessage(t *testing.T) {
 	}
 }
 
+func TestCreateBridgeSetsTheAliasInTheSameSendmsg(t *testing.T) {
+	r := &nltestutil.Recorder{Reply: echo(4, 0)}
+	if _, err := link.CreateBridge(r.Dial(), link.BridgeSpec{Name: "br0", Alias: "nlbridge/1 net"}); err != nil {
+		t.Fatal(err)
+	}
+	if r.Sends != 1 || len(r.Reqs) != 2 {
+		t.Fatalf("%d sendmsg, %d messages; want the create and the alias in one", r.Sends, len(r.Reqs))
+	}
+	m := r.Reqs[1]
+	a := nltestutil.Attrs(t, m.Data[unix.SizeofIfInfomsg:])
+	if m.Header.Type != unix.RTM_NEWLINK || m.Header.Flags&unix.NLM_F_CREATE != 0 ||
+		nlenc.Uint32(m.Data[4:8]) != 0 || nlenc.String(a[unix.IFLA_IFNAME]) != "br0" ||
+		string(a[unix.IFLA_IFALIAS]) != "nlbridge/1 net" {
+		t.Errorf("alias message %v, attributes %v; want a change by name with the alias", m.Header, a)
+	}
+}
+
 func TestCreateWithoutEchoIsAnError(t *testing.T) {
 	r := &nltestutil.Recorder{} // an old kernel: acks but does not echo
 	if _, err := link.CreateBridge(r.Dial(), link.BridgeSpec{Name: "br0"}); err == nil {
