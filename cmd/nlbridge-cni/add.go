@@ -4,16 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/jsimonetti/rtnetlink/v2"
 	"net/netip"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/jsimonetti/rtnetlink/v2"
 	"github.com/mdlayher/netlink"
 	"github.com/nlbridge/bridge"
+	"github.com/nlbridge/bridge/internal/nl"
 	"github.com/nlbridge/bridge/link"
 	"github.com/nlbridge/bridge/nsutil"
+	"github.com/nlbridge/bridge/route"
 	"golang.org/x/sys/unix"
 )
 
@@ -76,7 +78,7 @@ func (s *session) add(ctx context.Context, p *plan, req *request, args *skel.Cmd
 		}()
 		want, dres = got, r.DNS
 	}
-	n, err := s.d.CreateNetwork(ctx, p.net)
+	n, err := createNetwork(ctx, s.d, p.net, p.conf.ForceAddress)
 	if err != nil {
 		return nil, libError(err)
 	}
@@ -135,6 +137,9 @@ func (s *session) add(ctx context.Context, p *plan, req *request, args *skel.Cmd
 		return nil, libError(err)
 	}
 	a, err := s.describe(n, e)
+	if err == nil {
+		err = addRoutes(e, p.routes)
+	}
 	if err != nil {
 		s.d.Detach(ctx, e)
 		return nil, err
@@ -200,6 +205,36 @@ func checkSandbox(path string) error {
 	defer self.Close()
 	if ns.ID() == self.ID() {
 		return types.NewError(types.ErrInvalidNetNS, "CNI_NETNS "+path+" is the plugin's own namespace", "")
+	}
+	return nil
+}
+
+// addRoutes adds the configured non-default routes in the sandbox, out of
+// the endpoint's interface, in one request.
+func addRoutes(e *bridge.Endpoint, routes []route.Route) error {
+	if len(routes) == 0 {
+		return nil
+	}
+	ns, err := nsutil.Open(e.NetNS())
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	c, err := ns.Dial(unix.NETLINK_ROUTE)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	l, err := link.Get(c, e.IfName())
+	if err != nil {
+		return fmt.Errorf("routes: %w", err)
+	}
+	msgs := make([]netlink.Message, len(routes))
+	for i, r := range routes {
+		msgs[i] = route.AddMsg(l.Index, r.Dst, r.Gw, 0)
+	}
+	if _, err := nl.Exec(c, msgs...); err != nil {
+		return fmt.Errorf("routes: %w", err)
 	}
 	return nil
 }

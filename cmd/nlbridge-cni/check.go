@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/invoke"
@@ -15,6 +16,7 @@ import (
 	"github.com/nlbridge/bridge/addr"
 	"github.com/nlbridge/bridge/link"
 	"github.com/nlbridge/bridge/nsutil"
+	"github.com/nlbridge/bridge/route"
 	"golang.org/x/sys/unix"
 )
 
@@ -90,7 +92,7 @@ func (s *session) check(p *plan, args *skel.CmdArgs, prev prevAttachment) error 
 	case h.Master != n.BridgeIndex() || !h.Up:
 		return fail("host end %s is not up on bridge %s", h.Name, p.net.Name)
 	}
-	return checkSandboxSide(args.Netns, e, prev.addrs, fail)
+	return checkSandboxSide(args.Netns, e, prev.addrs, p.routes, fail)
 }
 
 // STATUS codes of CNI 1.1.
@@ -100,8 +102,9 @@ const (
 )
 
 // checkSandboxSide looks inside the sandbox: the interface exists, is up,
-// has the endpoint's MAC and every address of prevResult.
-func checkSandboxSide(path string, e *bridge.Endpoint, want []netip.Prefix, fail func(string, ...any) error) error {
+// has the endpoint's MAC and every address of prevResult, and the
+// configured non-default routes go out of it.
+func checkSandboxSide(path string, e *bridge.Endpoint, want []netip.Prefix, routes []route.Route, fail func(string, ...any) error) error {
 	if path == "" {
 		path = e.NetNS()
 	}
@@ -135,6 +138,18 @@ func checkSandboxSide(path string, e *bridge.Endpoint, want []netip.Prefix, fail
 		}
 		if !found {
 			return fail("interface %s lacks address %s", e.IfName(), w)
+		}
+	}
+	if len(routes) == 0 {
+		return nil
+	}
+	rs, err := route.List(c)
+	if err != nil {
+		return fail("routes of %s: %v", path, err)
+	}
+	for _, w := range routes {
+		if !slices.ContainsFunc(rs, func(r route.Route) bool { return r.Dst == w.Dst && r.Gw == w.Gw && r.Oif == l.Index }) {
+			return fail("no route %s via %s dev %s", w.Dst, w.Gw, e.IfName())
 		}
 	}
 	return nil
