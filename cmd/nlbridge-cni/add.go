@@ -9,13 +9,10 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/jsimonetti/rtnetlink/v2"
 	"github.com/mdlayher/netlink"
 	"github.com/nlbridge/bridge"
 	"github.com/nlbridge/bridge/internal/nl"
-	"github.com/nlbridge/bridge/link"
 	"github.com/nlbridge/bridge/nsutil"
-	"github.com/nlbridge/bridge/route"
 	"golang.org/x/sys/unix"
 )
 
@@ -82,8 +79,13 @@ func (s *session) add(ctx context.Context, p *plan, req *request, args *skel.Cmd
 	if err != nil {
 		return nil, libError(err)
 	}
+	host, err := netlink.Dial(unix.NETLINK_ROUTE, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer host.Close()
 	if p.conf.PromiscMode {
-		if err := setPromisc(n.BridgeIndex()); err != nil {
+		if _, err := nl.Exec(host, promiscMsg(n.BridgeIndex())); err != nil {
 			return nil, fmt.Errorf("promiscMode: bridge %s: %w", p.net.Name, err)
 		}
 	}
@@ -136,9 +138,9 @@ func (s *session) add(ctx context.Context, p *plan, req *request, args *skel.Cmd
 	if err != nil {
 		return nil, libError(err)
 	}
-	a, err := s.describe(n, e)
+	a, err := describe(host, n, e)
 	if err == nil {
-		err = addRoutes(e, p.routes)
+		err = inSandbox(e.NetNS(), func(c *netlink.Conn) error { return addRoutes(c, e.IfName(), p.routes) })
 	}
 	if err != nil {
 		s.d.Detach(ctx, e)
@@ -146,45 +148,6 @@ func (s *session) add(ctx context.Context, p *plan, req *request, args *skel.Cmd
 	}
 	r := p.result(a, dres)
 	return r, nil
-}
-
-// setPromisc puts the bridge in promiscuous mode (the reference plugin's
-// promiscMode, which containerd's default conflist sets); setting it again
-// is harmless.
-func setPromisc(index uint32) error {
-	c, err := netlink.Dial(unix.NETLINK_ROUTE, nil)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	b, err := (&rtnetlink.LinkMessage{Index: index, Flags: unix.IFF_PROMISC, Change: unix.IFF_PROMISC}).MarshalBinary()
-	if err != nil {
-		return err
-	}
-	_, err = c.Execute(netlink.Message{Header: netlink.Header{Type: unix.RTM_NEWLINK,
-		Flags: netlink.Request | netlink.Acknowledge}, Data: b})
-	return err
-}
-
-// describe reads the MACs of the bridge and the host end for the result.
-func (s *session) describe(n *bridge.Network, e *bridge.Endpoint) (attachment, error) {
-	a := attachment{bridge: n.Config().Name, hostName: e.HostIfName(), mac: e.MAC(), ifName: e.IfName(),
-		netns: e.NetNS(), v4: e.IPv4(), v6: e.IPv6(), gw4: n.Config().IPv4.Addr(), gw6: n.Config().IPv6.Addr()}
-	c, err := netlink.Dial(unix.NETLINK_ROUTE, nil)
-	if err != nil {
-		return a, err
-	}
-	defer c.Close()
-	br, err := link.GetIndex(c, n.BridgeIndex())
-	if err != nil {
-		return a, fmt.Errorf("read bridge %s: %w", a.bridge, err)
-	}
-	h, err := link.GetIndex(c, e.HostIfIndex())
-	if err != nil {
-		return a, fmt.Errorf("read host end %s: %w", a.hostName, err)
-	}
-	a.bridgeMAC, a.hostMAC = br.MAC, h.MAC
-	return a, nil
 }
 
 // checkSandbox refuses a CNI_NETNS that is missing or is the plugin's own
@@ -205,36 +168,6 @@ func checkSandbox(path string) error {
 	defer self.Close()
 	if ns.ID() == self.ID() {
 		return types.NewError(types.ErrInvalidNetNS, "CNI_NETNS "+path+" is the plugin's own namespace", "")
-	}
-	return nil
-}
-
-// addRoutes adds the configured non-default routes in the sandbox, out of
-// the endpoint's interface, in one request.
-func addRoutes(e *bridge.Endpoint, routes []route.Route) error {
-	if len(routes) == 0 {
-		return nil
-	}
-	ns, err := nsutil.Open(e.NetNS())
-	if err != nil {
-		return err
-	}
-	defer ns.Close()
-	c, err := ns.Dial(unix.NETLINK_ROUTE)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	l, err := link.Get(c, e.IfName())
-	if err != nil {
-		return fmt.Errorf("routes: %w", err)
-	}
-	msgs := make([]netlink.Message, len(routes))
-	for i, r := range routes {
-		msgs[i] = route.AddMsg(l.Index, r.Dst, r.Gw, 0)
-	}
-	if _, err := nl.Exec(c, msgs...); err != nil {
-		return fmt.Errorf("routes: %w", err)
 	}
 	return nil
 }

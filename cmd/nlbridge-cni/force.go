@@ -9,9 +9,6 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/mdlayher/netlink"
 	"github.com/nlbridge/bridge"
-	"github.com/nlbridge/bridge/addr"
-	"github.com/nlbridge/bridge/internal/nl"
-	"github.com/nlbridge/bridge/link"
 	"golang.org/x/sys/unix"
 )
 
@@ -35,7 +32,7 @@ func createNetwork(ctx context.Context, d *bridge.Driver, cfg bridge.NetworkConf
 			if err := old.Delete(ctx); err != nil {
 				return nil, err
 			}
-		} else if err := dropClashingAddrs(cfg); err != nil {
+		} else if err := withHostConn(func(c *netlink.Conn) error { return dropClashingAddrs(c, cfg) }); err != nil {
 			return nil, fmt.Errorf("forceAddress: bridge %s: %w", cfg.Name, err)
 		}
 		n, err = d.CreateNetwork(ctx, cfg)
@@ -47,32 +44,6 @@ func createNetwork(ctx context.Context, d *bridge.Driver, cfg bridge.NetworkConf
 func addrConflict(err error) bool {
 	var e *bridge.Error
 	return errors.Is(err, bridge.ErrConflict) && errors.As(err, &e) && (e.Field == "IPv4" || e.Field == "IPv6")
-}
-
-// dropClashingAddrs removes from the bridge named cfg.Name the addresses
-// that clash with the config's gateways, in one request.
-func dropClashingAddrs(cfg bridge.NetworkConfig) error {
-	c, err := netlink.Dial(unix.NETLINK_ROUTE, nil)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	br, err := link.Get(c, cfg.Name)
-	if err != nil {
-		return err
-	}
-	have, err := addr.List(c, br.Index)
-	if err != nil {
-		return err
-	}
-	var msgs []netlink.Message
-	for _, h := range have {
-		if clashes(h.Prefix, cfg) {
-			msgs = append(msgs, addr.DeleteMsg(br.Index, h.Prefix))
-		}
-	}
-	_, err = nl.ExecIgnoring(c, unix.EADDRNOTAVAIL, msgs...)
-	return err
 }
 
 // clashes reports whether the bridge address have stands in the way of the
@@ -89,4 +60,14 @@ func clashes(have netip.Prefix, cfg bridge.NetworkConfig) bool {
 		return true
 	}
 	return !have.Addr().IsLinkLocalUnicast() && have.Overlaps(want)
+}
+
+// withHostConn runs fn with a route conn in the plugin's namespace.
+func withHostConn(fn func(*netlink.Conn) error) error {
+	c, err := netlink.Dial(unix.NETLINK_ROUTE, nil)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return fn(c)
 }
