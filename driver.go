@@ -134,13 +134,9 @@ func Open(ctx context.Context, opts Options) (*Driver, error) {
 		}
 	}
 	// The networks (not yet their endpoints), and the firewall checked
-	// against them.
-	err = d.locked(nil, func(c *netlink.Conn) (bool, error) {
-		if err := d.loadNetworks(c); err != nil {
-			return false, err
-		}
-		return d.checkFirewall(c)
-	})
+	// against them. A driver's first lock always reads the records
+	// (refresh), which loads the networks.
+	err = d.locked(nil, d.checkFirewall)
 	if err != nil {
 		d.Close()
 		return nil, kernel(op, err)

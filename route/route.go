@@ -30,13 +30,28 @@ func (r Route) IsDefault() bool { return r.Dst.Bits() == 0 }
 // interface oif, with the given metric (0 = the kernel's default).
 func AddDefaultMsg(oif uint32, gw netip.Addr, metric uint32) netlink.Message {
 	gw = gw.Unmap()
+	dst := netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+	if gw.Is4() {
+		dst = netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+	}
+	return AddMsg(oif, dst, gw, metric)
+}
+
+// AddMsg builds an RTM_NEWROUTE for dst via gw out of interface oif, with
+// the given metric (0 = the kernel's default). dst and gw are of one
+// family; a zero-length dst is a default route.
+func AddMsg(oif uint32, dst netip.Prefix, gw netip.Addr, metric uint32) netlink.Message {
+	gw, dst = gw.Unmap(), dst.Masked()
 	fam := uint8(unix.AF_INET6)
 	if gw.Is4() {
 		fam = unix.AF_INET
 	}
-	m := &rtnetlink.RouteMessage{Family: fam, Table: unix.RT_TABLE_MAIN, Protocol: unix.RTPROT_BOOT,
-		Scope: unix.RT_SCOPE_UNIVERSE, Type: unix.RTN_UNICAST,
-		Attributes: rtnetlink.RouteAttributes{Gateway: gw.AsSlice(), OutIface: oif, Priority: metric}}
+	a := rtnetlink.RouteAttributes{Gateway: gw.AsSlice(), OutIface: oif, Priority: metric}
+	if dst.Bits() > 0 {
+		a.Dst = dst.Addr().AsSlice()
+	}
+	m := &rtnetlink.RouteMessage{Family: fam, DstLength: uint8(dst.Bits()), Table: unix.RT_TABLE_MAIN,
+		Protocol: unix.RTPROT_BOOT, Scope: unix.RT_SCOPE_UNIVERSE, Type: unix.RTN_UNICAST, Attributes: a}
 	b, _ := m.MarshalBinary() // cannot fail: fixed attributes
 	return netlink.Message{Header: netlink.Header{Type: unix.RTM_NEWROUTE, Flags: nl.Create}, Data: b}
 }

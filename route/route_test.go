@@ -34,6 +34,18 @@ func TestAddDefaultMsg(t *testing.T) {
 	}
 }
 
+func TestAddMsgCarriesTheDestination(t *testing.T) {
+	m := route.AddMsg(4, netip.MustParsePrefix("10.96.7.9/12"), netip.MustParseAddr("10.1.0.1"), 0)
+	if m.Data[0] != unix.AF_INET || m.Data[1] != 12 {
+		t.Errorf("family %d dst_len %d, want AF_INET /12", m.Data[0], m.Data[1])
+	}
+	a := nltestutil.Attrs(t, m.Data[unix.SizeofRtMsg:])
+	if !bytes.Equal(a[unix.RTA_DST], []byte{10, 96, 0, 0}) || !bytes.Equal(a[unix.RTA_GATEWAY], []byte{10, 1, 0, 1}) ||
+		nlenc.Uint32(a[unix.RTA_OIF]) != 4 || len(a) != 3 {
+		t.Errorf("attributes = %v, want dst 10.96.0.0 (masked), gateway, oif and no priority", a)
+	}
+}
+
 func TestListKeepsMainUnicastRoutes(t *testing.T) {
 	mk := func(table, typ uint8, dst string, bits uint8, gw string) netlink.Message {
 		rm := &rtnetlink.RouteMessage{Family: unix.AF_INET, DstLength: bits, Table: table, Type: typ}

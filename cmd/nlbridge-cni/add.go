@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/jsimonetti/rtnetlink/v2"
 	"net/netip"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -12,7 +11,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/mdlayher/netlink"
 	"github.com/nlbridge/bridge"
-	"github.com/nlbridge/bridge/link"
+	"github.com/nlbridge/bridge/internal/nl"
 	"github.com/nlbridge/bridge/nsutil"
 	"golang.org/x/sys/unix"
 )
@@ -76,12 +75,17 @@ func (s *session) add(ctx context.Context, p *plan, req *request, args *skel.Cmd
 		}()
 		want, dres = got, r.DNS
 	}
-	n, err := s.d.CreateNetwork(ctx, p.net)
+	n, err := createNetwork(ctx, s.d, p.net, p.conf.ForceAddress)
 	if err != nil {
 		return nil, libError(err)
 	}
+	host, err := netlink.Dial(unix.NETLINK_ROUTE, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer host.Close()
 	if p.conf.PromiscMode {
-		if err := setPromisc(n.BridgeIndex()); err != nil {
+		if _, err := nl.Exec(host, promiscMsg(n.BridgeIndex())); err != nil {
 			return nil, fmt.Errorf("promiscMode: bridge %s: %w", p.net.Name, err)
 		}
 	}
@@ -134,52 +138,16 @@ func (s *session) add(ctx context.Context, p *plan, req *request, args *skel.Cmd
 	if err != nil {
 		return nil, libError(err)
 	}
-	a, err := s.describe(n, e)
+	a, err := describe(host, n, e)
+	if err == nil {
+		err = inSandbox(e.NetNS(), func(c *netlink.Conn) error { return addRoutes(c, e.IfName(), p.routes) })
+	}
 	if err != nil {
 		s.d.Detach(ctx, e)
 		return nil, err
 	}
 	r := p.result(a, dres)
 	return r, nil
-}
-
-// setPromisc puts the bridge in promiscuous mode (the reference plugin's
-// promiscMode, which containerd's default conflist sets); setting it again
-// is harmless.
-func setPromisc(index uint32) error {
-	c, err := netlink.Dial(unix.NETLINK_ROUTE, nil)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	b, err := (&rtnetlink.LinkMessage{Index: index, Flags: unix.IFF_PROMISC, Change: unix.IFF_PROMISC}).MarshalBinary()
-	if err != nil {
-		return err
-	}
-	_, err = c.Execute(netlink.Message{Header: netlink.Header{Type: unix.RTM_NEWLINK,
-		Flags: netlink.Request | netlink.Acknowledge}, Data: b})
-	return err
-}
-
-// describe reads the MACs of the bridge and the host end for the result.
-func (s *session) describe(n *bridge.Network, e *bridge.Endpoint) (attachment, error) {
-	a := attachment{bridge: n.Config().Name, hostName: e.HostIfName(), mac: e.MAC(), ifName: e.IfName(),
-		netns: e.NetNS(), v4: e.IPv4(), v6: e.IPv6(), gw4: n.Config().IPv4.Addr(), gw6: n.Config().IPv6.Addr()}
-	c, err := netlink.Dial(unix.NETLINK_ROUTE, nil)
-	if err != nil {
-		return a, err
-	}
-	defer c.Close()
-	br, err := link.GetIndex(c, n.BridgeIndex())
-	if err != nil {
-		return a, fmt.Errorf("read bridge %s: %w", a.bridge, err)
-	}
-	h, err := link.GetIndex(c, e.HostIfIndex())
-	if err != nil {
-		return a, fmt.Errorf("read host end %s: %w", a.hostName, err)
-	}
-	a.bridgeMAC, a.hostMAC = br.MAC, h.MAC
-	return a, nil
 }
 
 // checkSandbox refuses a CNI_NETNS that is missing or is the plugin's own

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/invoke"
@@ -14,7 +16,7 @@ import (
 	"github.com/nlbridge/bridge"
 	"github.com/nlbridge/bridge/addr"
 	"github.com/nlbridge/bridge/link"
-	"github.com/nlbridge/bridge/nsutil"
+	"github.com/nlbridge/bridge/route"
 	"golang.org/x/sys/unix"
 )
 
@@ -90,7 +92,7 @@ func (s *session) check(p *plan, args *skel.CmdArgs, prev prevAttachment) error 
 	case h.Master != n.BridgeIndex() || !h.Up:
 		return fail("host end %s is not up on bridge %s", h.Name, p.net.Name)
 	}
-	return checkSandboxSide(args.Netns, e, prev.addrs, fail)
+	return checkSandboxSide(args.Netns, e, prev.addrs, p.routes, fail)
 }
 
 // STATUS codes of CNI 1.1.
@@ -99,42 +101,54 @@ const (
 	codeLimited      uint = 51 // and existing attachments may have limited connectivity
 )
 
-// checkSandboxSide looks inside the sandbox: the interface exists, is up,
-// has the endpoint's MAC and every address of prevResult.
-func checkSandboxSide(path string, e *bridge.Endpoint, want []netip.Prefix, fail func(string, ...any) error) error {
+// checkSandboxSide looks inside the sandbox at path (or the endpoint's).
+func checkSandboxSide(path string, e *bridge.Endpoint, want []netip.Prefix, routes []route.Route, fail func(string, ...any) error) error {
 	if path == "" {
 		path = e.NetNS()
 	}
-	ns, err := nsutil.Open(path)
+	var failed error
+	err := inSandbox(path, func(c *netlink.Conn) error {
+		failed = checkInterface(c, e.IfName(), e.MAC(), want, routes, fail)
+		return nil
+	})
 	if err != nil {
 		return fail("sandbox %s: %v", path, err)
 	}
-	defer ns.Close()
-	c, err := ns.Dial(unix.NETLINK_ROUTE)
-	if err != nil {
-		return fail("sandbox %s: %v", path, err)
-	}
-	defer c.Close()
-	l, err := link.Get(c, e.IfName())
+	return failed
+}
+
+// checkInterface checks the sandbox interface ifName: it exists, is up,
+// has the MAC and every address of want, and the routes go out of it.
+func checkInterface(c *netlink.Conn, ifName string, mac net.HardwareAddr, want []netip.Prefix, routes []route.Route,
+	fail func(string, ...any) error) error {
+	l, err := link.Get(c, ifName)
 	switch {
 	case err != nil:
-		return fail("interface %s in %s: %v", e.IfName(), path, err)
+		return fail("interface %s: %v", ifName, err)
 	case !l.Up:
-		return fail("interface %s in %s is down", e.IfName(), path)
-	case !strings.EqualFold(l.MAC.String(), e.MAC().String()):
-		return fail("interface %s has MAC %s, want %s", e.IfName(), l.MAC, e.MAC())
+		return fail("interface %s is down", ifName)
+	case !strings.EqualFold(l.MAC.String(), mac.String()):
+		return fail("interface %s has MAC %s, want %s", ifName, l.MAC, mac)
 	}
 	have, err := addr.List(c, l.Index)
 	if err != nil {
-		return fail("addresses of %s: %v", e.IfName(), err)
+		return fail("addresses of %s: %v", ifName, err)
 	}
 	for _, w := range want {
-		found := false
-		for _, h := range have {
-			found = found || h.Prefix == w
+		if !slices.ContainsFunc(have, func(h addr.Addr) bool { return h.Prefix == w }) {
+			return fail("interface %s lacks address %s", ifName, w)
 		}
-		if !found {
-			return fail("interface %s lacks address %s", e.IfName(), w)
+	}
+	if len(routes) == 0 {
+		return nil
+	}
+	rs, err := route.List(c)
+	if err != nil {
+		return fail("routes: %v", err)
+	}
+	for _, w := range routes {
+		if !slices.ContainsFunc(rs, func(r route.Route) bool { return r.Dst == w.Dst && r.Gw == w.Gw && r.Oif == l.Index }) {
+			return fail("no route %s via %s dev %s", w.Dst, w.Gw, ifName)
 		}
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/nlbridge/bridge"
+	"github.com/nlbridge/bridge/route"
 )
 
 // netConf is the plugin's configuration: the reference bridge plugin's
@@ -105,7 +106,8 @@ type plan struct {
 	conf     *netConf
 	hostLoc  bool // ipam is host-local: the plugin allocates
 	v4, v6   *pool
-	defRoute [2]bool // default route configured, per family (0 = IPv4)
+	defRoute [2]bool       // default route configured, per family (0 = IPv4)
+	routes   []route.Route // other routes, added in the sandbox after attach
 	net      bridge.NetworkConfig
 	announce int
 }
@@ -148,8 +150,6 @@ func parseConf(data []byte) (*plan, error) {
 	switch {
 	case c.DisableContainerInterface:
 		return nil, unsupported("disableContainerInterface", true, "the container interface is always up (its addresses and routes need it)")
-	case c.ForceAddress:
-		return nil, unsupported("forceAddress", true, "a bridge with a different address is a conflict, never rewritten")
 	case c.Vlan != 0 || len(c.VlanTrunk) > 0:
 		return nil, unsupported("vlan", c.Vlan, "VLANs are not supported")
 	case c.EnableDad:
@@ -263,21 +263,48 @@ func (p *plan) hostLocal() error {
 		}
 		*slot = pl
 	}
-	for _, r := range ipam.Routes {
+	for i, r := range ipam.Routes {
 		if r == nil {
 			continue
 		}
-		ones, _ := r.Dst.Mask.Size()
-		if ones != 0 {
-			return unsupported("ipam.routes", r.Dst.String(), "only default routes (via the bridge's gateway) are supported")
-		}
-		if r.Dst.IP.To4() != nil {
-			p.defRoute[0] = true
-		} else {
-			p.defRoute[1] = true
+		if err := p.addRoute(fmt.Sprintf("ipam.routes[%d]", i), r); err != nil {
+			return err
 		}
 	}
 	p.net.IPv4, p.net.IPv6 = p.v4.prefix(), p.v6.prefix()
+	return nil
+}
+
+// addRoute takes a route of the ipam config or result: a default route is
+// the library's (via the bridge's gateway); any other goes into the
+// sandbox after attach, via its gw or the gateway of its family.
+func (p *plan) addRoute(field string, r *types.Route) error {
+	ones, _ := r.Dst.Mask.Size()
+	a, ok := netip.AddrFromSlice(r.Dst.IP)
+	if !ok {
+		return configError(field+".dst", r.Dst.String(), "want a CIDR")
+	}
+	dst := netip.PrefixFrom(a.Unmap(), ones)
+	pl, fam := p.v4, 0
+	if dst.Addr().Is6() {
+		pl, fam = p.v6, 1
+	}
+	if ones == 0 {
+		p.defRoute[fam] = true
+		return nil
+	}
+	if pl == nil {
+		return configError(field+".dst", dst, "the network has no subnet of that family")
+	}
+	gw := pl.gateway
+	if r.GW != nil {
+		g, ok := netip.AddrFromSlice(r.GW)
+		if !ok || g.Unmap().Is4() != dst.Addr().Is4() || !pl.subnet.Contains(g.Unmap()) {
+			return configError(field+".gw", r.GW.String(), "want an address in "+pl.subnet.String())
+		}
+		gw = g.Unmap()
+	}
+	p.routes = append(p.routes, route.Route{Dst: dst.Masked(), Gw: gw})
 	return nil
 }
 

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/nlbridge/bridge"
+	"github.com/nlbridge/bridge/route"
 )
 
 // refConf is a conflist entry written for the reference bridge plugin,
@@ -105,7 +107,6 @@ func TestParseConfErrors(t *testing.T) {
 		field       string
 	}{
 		{`"disableContainerInterface":true,`, hl, types.ErrUnsupportedField, "disableContainerInterface"},
-		{`"forceAddress":true,`, hl, types.ErrUnsupportedField, "forceAddress"},
 		{`"vlan":10,`, hl, types.ErrUnsupportedField, "vlan"},
 		{`"gatewayMode":"bogus",`, hl, types.ErrInvalidNetworkConfig, "gatewayMode"},
 		{`"hostIPv4":"x",`, hl, types.ErrInvalidNetworkConfig, "hostIPv4"},
@@ -118,7 +119,8 @@ func TestParseConfErrors(t *testing.T) {
 		{``, `{"type":"host-local","subnet":"10.1.0.0/24","gateway":"10.9.0.1"}`, types.ErrInvalidNetworkConfig, "gateway"},
 		{``, `{"type":"host-local","ranges":[[{"subnet":"10.1.0.0/24"}],[{"subnet":"10.2.0.0/24"}]]}`, types.ErrUnsupportedField, "ipam.ranges[1]"},
 		{``, `{"type":"host-local","ranges":[[{"subnet":"10.1.0.0/24"},{"subnet":"10.2.0.0/24"}]]}`, types.ErrUnsupportedField, "subnet"},
-		{``, `{"type":"host-local","subnet":"10.1.0.0/24","routes":[{"dst":"10.0.0.0/8"}]}`, types.ErrUnsupportedField, "ipam.routes"},
+		{``, `{"type":"host-local","subnet":"10.1.0.0/24","routes":[{"dst":"10.0.0.0/8","gw":"10.2.0.1"}]}`, types.ErrInvalidNetworkConfig, "ipam.routes[0].gw"},
+		{``, `{"type":"host-local","subnet":"10.1.0.0/24","routes":[{"dst":"0.0.0.0/0"},{"dst":"fd00::/8"}]}`, types.ErrInvalidNetworkConfig, "ipam.routes[1].dst"},
 		{``, `{"type":"host-local","subnet":"10.1.0.0/32"}`, types.ErrInvalidNetworkConfig, "too small"},
 		{`"mtu":"x",`, hl, types.ErrDecodingFailure, "mtu"},
 	} {
@@ -131,6 +133,45 @@ func TestParseConfErrors(t *testing.T) {
 		if te.Code != tc.code || !strings.Contains(te.Msg, tc.field) {
 			t.Errorf("%s %s: got code %d %q, want code %d naming %s", tc.extra, tc.ipam, te.Code, te.Msg, tc.code, tc.field)
 		}
+	}
+}
+
+func TestParseRoutes(t *testing.T) {
+	p, err := parseConf([]byte(`{"cniVersion":"1.0.0","name":"n","type":"nlbridge","isGateway":true,
+		"ipam":{"type":"host-local","ranges":[[{"subnet":"10.1.0.0/24"}],[{"subnet":"fd00:1::/64"}]],
+		"routes":[{"dst":"0.0.0.0/0"},{"dst":"10.96.0.0/12"},{"dst":"192.168.9.0/24","gw":"10.1.0.254"},{"dst":"fd00:9::/48"}]}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []route.Route{
+		{Dst: netip.MustParsePrefix("10.96.0.0/12"), Gw: netip.MustParseAddr("10.1.0.1")},
+		{Dst: netip.MustParsePrefix("192.168.9.0/24"), Gw: netip.MustParseAddr("10.1.0.254")},
+		{Dst: netip.MustParsePrefix("fd00:9::/48"), Gw: netip.MustParseAddr("fd00:1::1")},
+	}
+	if !slices.Equal(p.routes, want) || p.defRoute != [2]bool{true, false} {
+		t.Errorf("routes %v, default %v; want %v and an IPv4 default only", p.routes, p.defRoute, want)
+	}
+	r := p.result(attachment{v4: netip.MustParsePrefix("10.1.0.2/24"), gw4: netip.MustParseAddr("10.1.0.1")}, types.DNS{})
+	if len(r.Routes) != 4 || r.Routes[2].Dst.String() != "192.168.9.0/24" || r.Routes[2].GW.String() != "10.1.0.254" {
+		t.Errorf("result routes %v", r.Routes)
+	}
+}
+
+func TestClashes(t *testing.T) {
+	cfg := bridge.NetworkConfig{IPv4: netip.MustParsePrefix("10.1.0.1/24"), IPv6: netip.MustParsePrefix("fd00:1::1/64")}
+	for _, tc := range []struct {
+		have string
+		want bool
+	}{
+		{"10.1.0.1/24", false}, {"10.9.0.1/24", true}, {"10.1.0.1/16", true},
+		{"fd00:1::1/64", false}, {"fd00:1::9/64", true}, {"fd00::1/16", true}, {"fd00:2::1/64", false}, {"fe80::1/64", false},
+	} {
+		if got := clashes(netip.MustParsePrefix(tc.have), cfg); got != tc.want {
+			t.Errorf("clashes(%s) = %v, want %v", tc.have, got, tc.want)
+		}
+	}
+	if clashes(netip.MustParsePrefix("10.9.0.1/24"), bridge.NetworkConfig{IPv6: cfg.IPv6}) {
+		t.Error("an IPv4 address clashes with a network without IPv4")
 	}
 }
 

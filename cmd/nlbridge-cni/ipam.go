@@ -87,15 +87,9 @@ func (d delegate) add(ctx context.Context, p *plan) (*current.Result, []netip.Ad
 		*slot = pl
 		want = append(want, a)
 	}
-	for _, rt := range res.Routes {
-		ones, _ := rt.Dst.Mask.Size()
-		if ones != 0 {
-			return nil, nil, unsupported("ipam result routes", rt.Dst.String(), "only default routes are supported")
-		}
-		if rt.Dst.IP.To4() != nil {
-			p.defRoute[0] = true
-		} else {
-			p.defRoute[1] = true
+	for i, rt := range res.Routes {
+		if err := p.addRoute(fmt.Sprintf("ipam result routes[%d]", i), rt); err != nil {
+			return nil, nil, err
 		}
 	}
 	p.net.IPv4, p.net.IPv6 = p.v4.prefix(), p.v6.prefix()

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containernetworking/cni/pkg/types"
 	"github.com/nlbridge/bridge/internal/testenv"
 	"github.com/nlbridge/bridge/nsutil"
 )
@@ -128,14 +129,19 @@ func TestCnitool(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// GC with sb1 valid: cnitool's gc passes no valid attachments, so GC
-	// with them is called as libcni sends it to the plugin.
-	gc := pluginConf(t, "1.1.0", name, conf, map[string]any{
-		"cni.dev/valid-attachments": []map[string]string{{"containerID": cnitoolID(sb1.Path()), "ifname": "eth0"}}})
-	if _, err := (call{cmd: "GC", conf: gc}).run(t, host); err != nil {
+	// sb4 is attached by a direct plugin call, so libcni has no cache
+	// entry for it: only the plugin's GC can find it.
+	sb4 := testenv.NetNS(t, "cnis")
+	if _, err := (call{cmd: "ADD", containerID: "uncached", netns: sb4.Path(),
+		conf: pluginConf(t, "1.1.0", name, conf, nil)}).run(t, host); err != nil {
 		t.Fatal(err)
 	}
+	// GC with sb1 valid, as a runtime calls libcni (cnitool's own gc
+	// passes no valid attachments): libcni DELs sb2 and sb3 from its cache,
+	// then the plugin's GC runs with sb1 listed and removes sb4.
+	runLibcniGC(t, host, dir, name, types.GCAttachment{ContainerID: cnitoolID(sb1.Path()), IfName: "eth0"})
 	testenv.OnlyLoopback(t, sb2)
+	testenv.OnlyLoopback(t, sb4)
 	if err := testenv.Ping(sb1, gw, 2*time.Second); err != nil {
 		t.Fatalf("kept attachment lost the gateway after GC: %v", err)
 	}
@@ -149,7 +155,7 @@ func TestCnitool(t *testing.T) {
 	ct.must("del", sb1.Path())
 	testenv.OnlyLoopback(t, sb1)
 	ct.must("del", sb1.Path()) // idempotent
-	ct.must("gc", "")          // DELs sb2 and sb3 from libcni's cache: both gone already
+	ct.must("gc", "")          // nothing cached is left; the plugin's GC finds nothing to remove
 	onlyBridge(t, host, br)
 	if got := ruleset(t, host); got != base {
 		t.Errorf("ruleset after every DEL differs from the empty network's:\n%s\nwant:\n%s", got, base)

@@ -7,6 +7,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -20,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/nlbridge/bridge/internal/testenv"
 	"github.com/nlbridge/bridge/nsutil"
@@ -81,11 +84,51 @@ func need(t testing.TB, tool string) string {
 }
 
 func TestMain(m *testing.M) {
+	if req := os.Getenv(libcniGCEnv); req != "" {
+		os.Exit(libcniGC(req))
+	}
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)
 	}
 	os.Exit(code)
+}
+
+// libcniGCEnv makes the test binary a libcni client that runs one
+// GCNetworkList, as a runtime does (cnitool's gc passes no valid
+// attachments): the value is a gcRequest in JSON.
+const libcniGCEnv = "NLBRIDGE_TEST_LIBCNI_GC"
+
+type gcRequest struct {
+	Dir, Name, Path string
+	Valid           []types.GCAttachment
+}
+
+func libcniGC(req string) int {
+	var r gcRequest
+	if err := json.Unmarshal([]byte(req), &r); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	list, err := libcni.LoadNetworkConf(r.Dir, r.Name)
+	if err == nil {
+		err = libcni.NewCNIConfig(filepath.SplitList(r.Path), nil).
+			GCNetworkList(context.Background(), list, &libcni.GCArgs{ValidAttachments: r.Valid})
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// runLibcniGC runs libcni's GCNetworkList inside host, keeping valid.
+func runLibcniGC(t testing.TB, host *nsutil.NS, dir, name string, valid ...types.GCAttachment) {
+	t.Helper()
+	req, _ := json.Marshal(gcRequest{Dir: dir, Name: name, Path: pluginPath(t), Valid: valid})
+	if out, err := inNS(host, []string{libcniGCEnv + "=" + string(req)}, os.Args[0]).CombinedOutput(); err != nil {
+		t.Fatalf("libcni GCNetworkList: %v\n%s", err, out)
+	}
 }
 
 func randHex(n int) string {

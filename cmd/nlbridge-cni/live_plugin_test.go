@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -268,6 +269,8 @@ func TestChaining(t *testing.T) {
 func TestDualStackCheck(t *testing.T) {
 	e := newPlugEnv(t, "10.85.0.0/24", "")
 	e.entry = strings.Replace(e.entry, `[[{"subnet": "10.85.0.0/24"}]]`, `[[{"subnet": "10.85.0.0/24"}], [{"subnet": "fd00:85::/64"}]]`, 1)
+	e.entry = strings.Replace(e.entry, `"routes": [{"dst": "0.0.0.0/0"}]`,
+		`"routes": [{"dst": "0.0.0.0/0"}, {"dst": "10.96.0.0/12"}, {"dst": "fd00:96::/48", "gw": "fd00:85::fe"}]`, 1)
 	e.version = "0.4.0"
 	sb := testenv.NetNS(t, "cnis")
 	out, err := e.add("c1", sb, "", nil)
@@ -293,6 +296,23 @@ func TestDualStackCheck(t *testing.T) {
 	if err := check(); err != nil {
 		t.Fatalf("CHECK of a fresh attachment: %v", err)
 	}
+	for _, rt := range [][2]string{{"10.96.0.0/12", "10.85.0.1"}, {"fd00:96::/48", "fd00:85::fe"}} {
+		fam := "-4"
+		if strings.Contains(rt[0], ":") {
+			fam = "-6"
+		}
+		if got := testenv.IP(t, sb, fam, "route", "show", rt[0]); !strings.Contains(got, "via "+rt[1]+" dev eth0") {
+			t.Errorf("route %s in the sandbox: %q, want via %s dev eth0", rt[0], got, rt[1])
+		}
+		if !slices.ContainsFunc(r.Routes, func(x *types.Route) bool { return x.Dst.String() == rt[0] && x.GW.String() == rt[1] }) {
+			t.Errorf("result routes %v lack %s via %s", r.Routes, rt[0], rt[1])
+		}
+	}
+	testenv.IP(t, sb, "route", "del", "10.96.0.0/12")
+	if err := check(); err == nil || !strings.Contains(err.Error(), "10.96.0.0/12") {
+		t.Errorf("CHECK after the route was removed: %v, want a failure naming it", err)
+	}
+	testenv.IP(t, sb, "route", "add", "10.96.0.0/12", "via", "10.85.0.1", "dev", "eth0")
 	testenv.IP(t, sb, "addr", "del", a4.String(), "dev", "eth0")
 	if err := check(); err == nil || !strings.Contains(err.Error(), a4.String()) {
 		t.Errorf("CHECK after the address was removed: %v, want a failure naming %s", err, a4)
@@ -382,5 +402,90 @@ func TestPromiscMode(t *testing.T) {
 		if err := e.del("c0", sb.Path(), map[string]any{"promiscMode": on}); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// bridgeIPv4 lists the IPv4 addresses of a bridge in host, as ip prints them.
+func bridgeIPv4(t *testing.T, host *nsutil.NS, br string) []string {
+	t.Helper()
+	var got []string
+	for _, line := range strings.Split(inNSOutput(t, host, "ip", "-4", "-o", "addr", "show", "dev", br), "\n") {
+		if f := strings.Fields(line); len(f) > 3 {
+			got = append(got, f[3])
+		}
+	}
+	return got
+}
+
+// TestForceAddress: forceAddress replaces a foreign bridge's IPv4 address
+// and renews an empty network of ours with another subnet; without it both
+// are conflicts, and so is a subnet change under a live attachment.
+func TestForceAddress(t *testing.T) {
+	e := newPlugEnv(t, "10.84.0.0/24", "")
+	inNSOutput(t, e.host, "ip", "link", "add", e.br, "type", "bridge")
+	t.Cleanup(func() { inNS(e.host, nil, "ip", "link", "del", e.br).Run() })
+	inNSOutput(t, e.host, "ip", "addr", "add", "10.9.9.1/24", "dev", e.br)
+	inNSOutput(t, e.host, "ip", "link", "set", e.br, "up")
+	sb := testenv.NetNS(t, "cnis")
+	force := map[string]any{"forceAddress": true}
+
+	out, err := e.add("c1", sb, "", nil)
+	if code, msg := cniCode(t, out); err == nil || code != codeConflict || !strings.Contains(msg, "10.9.9.1/24") {
+		t.Fatalf("ADD onto a bridge with another address: %v, code %d %q; want a conflict naming it", err, code, msg)
+	}
+	testenv.OnlyLoopback(t, sb)
+	if got := bridgeIPv4(t, e.host, e.br); !slices.Equal(got, []string{"10.9.9.1/24"}) {
+		t.Fatalf("the refused ADD changed the bridge: %v", got)
+	}
+	if _, err := e.add("c1", sb, "", force); err != nil {
+		t.Fatal(err)
+	}
+	if got := bridgeIPv4(t, e.host, e.br); !slices.Equal(got, []string{"10.84.0.1/24"}) {
+		t.Errorf("bridge addresses with forceAddress: %v, want only the gateway 10.84.0.1/24", got)
+	}
+	if err := testenv.Ping(sb, e.gw, 2*time.Second); err != nil {
+		t.Fatalf("sandbox -> gateway: %v", err)
+	}
+
+	// Our network, another subnet: refused while c1 lives in the old one.
+	moved := map[string]any{"forceAddress": true, "ipam": map[string]any{"type": "host-local",
+		"ranges": [][]map[string]string{{{"subnet": "10.85.0.0/24"}}}}}
+	sb2 := testenv.NetNS(t, "cnis")
+	out, err = e.add("c2", sb2, "", moved)
+	if code, msg := cniCode(t, out); err == nil || code != codeConflict || !strings.Contains(msg, "DEL them first") {
+		t.Fatalf("subnet change under a live attachment: %v, code %d %q", err, code, msg)
+	}
+	testenv.OnlyLoopback(t, sb2)
+	if err := e.del("c1", sb.Path(), force); err != nil {
+		t.Fatal(err)
+	}
+	noForce := map[string]any{"ipam": moved["ipam"]}
+	if out, err := e.add("c2", sb2, "", noForce); err == nil || !strings.Contains(string(out), "IPv4") {
+		t.Fatalf("subnet change without forceAddress: %v %s; want a conflict naming IPv4", err, out)
+	}
+	r := parseResult(t, mustOut(t)(e.add("c2", sb2, "", moved)))
+	if a := resultAddr(t, r, false); !netip.MustParsePrefix("10.85.0.0/24").Contains(a.Addr()) {
+		t.Errorf("address %s after the subnet change", a)
+	}
+	if got := bridgeIPv4(t, e.host, e.br); !slices.Equal(got, []string{"10.85.0.1/24"}) {
+		t.Errorf("bridge addresses after the subnet change: %v", got)
+	}
+	if err := testenv.Ping(sb2, netip.MustParseAddr("10.85.0.1"), 2*time.Second); err != nil {
+		t.Fatalf("sandbox -> new gateway: %v", err)
+	}
+	if err := e.del("c2", sb2.Path(), moved); err != nil {
+		t.Fatal(err)
+	}
+	testenv.OnlyLoopback(t, sb2)
+}
+
+// mustOut fails the test on a call's error and returns its output.
+func mustOut(t *testing.T) func([]byte, error) []byte {
+	return func(out []byte, err error) []byte {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
 	}
 }

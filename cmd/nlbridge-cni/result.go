@@ -30,7 +30,7 @@ type attachment struct {
 
 // result builds a result of the reference bridge plugin's shape:
 // interfaces [bridge, host veth, container interface], ips pointing at the
-// container interface, default routes where configured, and DNS.
+// container interface, the configured routes, and DNS.
 func (p *plan) result(a attachment, dns types.DNS) *current.Result {
 	r := &current.Result{CNIVersion: current.ImplementedSpecVersion, DNS: dns}
 	r.Interfaces = []*current.Interface{
@@ -61,6 +61,9 @@ func (p *plan) result(a attachment, dns types.DNS) *current.Result {
 			_, dst, _ := net.ParseCIDR(x.def)
 			r.Routes = append(r.Routes, &types.Route{Dst: *dst, GW: x.gw.AsSlice()})
 		}
+	}
+	for _, rt := range p.routes {
+		r.Routes = append(r.Routes, &types.Route{Dst: ipNet(rt.Dst), GW: rt.Gw.AsSlice()})
 	}
 	return r
 }
