@@ -12,6 +12,7 @@ import (
 
 	"github.com/mdlayher/netlink"
 	"github.com/nlbridge/bridge/addr"
+	"github.com/nlbridge/bridge/internal/kern"
 	"github.com/nlbridge/bridge/internal/nl"
 	"github.com/nlbridge/bridge/link"
 	"github.com/nlbridge/bridge/nat"
@@ -328,7 +329,7 @@ func (n *Network) setup(op string, c *netlink.Conn) (err error) {
 			nl.Exec(c, link.SetAliasMsg(br.Index, br.Alias))
 		}
 	}()
-	if err := n.d.host.WriteSysctls(n.bridgeSysctls()...); err != nil {
+	if err := n.d.writeHostSysctls(n.bridgeSysctls()); err != nil {
 		return kernel(op, err)
 	}
 	if fw := n.d.fw; fw != nil {
@@ -500,4 +501,16 @@ func dotted(ifname string) string {
 		}
 	}
 	return string(b)
+}
+
+// writeHostSysctls writes sysctls in the driver's namespace.
+func (d *Driver) writeHostSysctls(ss []nsutil.Sysctl) error {
+	return d.host.Do(func(t kern.Thread) error {
+		for _, s := range ss {
+			if err := t.WriteSysctl(s); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
