@@ -73,18 +73,18 @@ func New() *Kernel {
 
 // netns is one namespace.
 type netns struct {
-	path    string // as created (kept after removal, for Dump)
-	gone    bool   // removed: its path no longer opens
-	id      nsutil.ID
-	links   map[uint32]*ifc
-	next    uint32 // last ifindex given
-	addrs   []*ifaddr
-	routes  []*route
-	sysctls map[string]string // namespace-wide: "net.ipv4.ip_forward" -> "1"
-	nft     *fakenft.State
-	ports   map[portKey]bool // bound by port-holding sockets
-	flushed   []string // conntrack flush requests, as text
-	announced []string // gratuitous ARPs and NAs sent
+	path      string // as created (kept after removal, for Dump)
+	gone      bool   // removed: its path no longer opens
+	id        nsutil.ID
+	links     map[uint32]*ifc
+	next      uint32 // last ifindex given
+	addrs     []*ifaddr
+	routes    []*route
+	sysctls   map[string]string // namespace-wide: "net.ipv4.ip_forward" -> "1"
+	nft       *fakenft.State
+	ports     map[portKey]bool // bound by port-holding sockets
+	flushed   []string         // conntrack flush requests, as text
+	announced []string         // gratuitous ARPs and NAs sent
 }
 
 func (k *Kernel) addNS(path string) *netns {

@@ -336,7 +336,6 @@ func (ns *netns) getRoute(m netlink.Message) ([]netlink.Message, syscall.Errno) 
 	return []netlink.Message{routeMsg(best, unix.RTN_UNICAST)}, 0
 }
 
-
 func routeFamily(r *route) uint8 {
 	if r.dst.Addr().Is4() {
 		return unix.AF_INET
