@@ -21,6 +21,7 @@ type State struct {
 	tables []*table
 	handle uint64 // last handle given
 	gen    uint32 // generation, bumped per committed batch
+	queue  []netlink.Message // answers Dump has yet to read
 }
 
 // New returns an empty state.
