@@ -2,6 +2,7 @@ package bridgetest
 
 import (
 	"fmt"
+	"net/netip"
 	"sort"
 	"strings"
 )
@@ -82,6 +83,14 @@ func (ns *netns) dump(b *strings.Builder) {
 	for _, s := range sysctls {
 		fmt.Fprintf(b, "  sysctl %s\n", s)
 	}
+	var ports []string
+	for p := range ns.ports {
+		ports = append(ports, fmt.Sprintf("%s %s", protoName(p.proto), netip.AddrPortFrom(p.ip, p.port)))
+	}
+	sort.Strings(ports)
+	for _, p := range ports {
+		fmt.Fprintf(b, "  bound %s\n", p)
+	}
 	b.WriteString(ns.nft.Dump("  "))
 }
 
@@ -119,4 +128,16 @@ func (ns *netns) dumpLink(b *strings.Builder, l *ifc) {
 	if l.alias != "" {
 		fmt.Fprintf(b, "      alias %s\n", l.alias)
 	}
+}
+
+func protoName(p uint8) string {
+	switch p {
+	case 6:
+		return "tcp"
+	case 17:
+		return "udp"
+	case 132:
+		return "sctp"
+	}
+	return fmt.Sprint("proto", p)
 }

@@ -310,3 +310,36 @@ func (ns *netns) name() string {
 	}
 	return ns.path
 }
+
+// Dial opens a netlink conn of the family (unix.NETLINK_ROUTE or
+// unix.NETLINK_NETFILTER) in the namespace at path ("" = HostNS), for a
+// test to set up state the driver finds (a bridge someone else made) or
+// to read state with the library's own packages (link.List, ...).
+func (k *Kernel) Dial(path string, family int) (*netlink.Conn, error) {
+	if path == "" {
+		path = HostNS
+	}
+	k.mu.Lock()
+	ns := k.nss[path]
+	k.mu.Unlock()
+	if ns == nil {
+		return nil, &fs.PathError{Op: "open", Path: path, Err: syscall.ENOENT}
+	}
+	return k.dial(ns, family)
+}
+
+// FlushRuleset deletes every nf_tables table in the namespace at path
+// ("" = HostNS), as `nft flush ruleset` does.
+func (k *Kernel) FlushRuleset(path string) error {
+	if path == "" {
+		path = HostNS
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	ns := k.nss[path]
+	if ns == nil {
+		return &fs.PathError{Op: "open", Path: path, Err: syscall.ENOENT}
+	}
+	ns.nft.Flush()
+	return nil
+}

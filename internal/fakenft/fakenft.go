@@ -598,3 +598,9 @@ func (t *table) looksUp(name string) bool {
 	}
 	return false
 }
+
+// Flush deletes every table (nft flush ruleset).
+func (s *State) Flush() {
+	s.tables = nil
+	s.gen++
+}
