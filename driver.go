@@ -159,7 +159,8 @@ func Open(ctx context.Context, opts Options) (*Driver, error) {
 }
 
 // Close stops pending announcements, deletes the devices of detached
-// endpoints, and releases the driver's sockets and namespace handle; no
+// endpoints, and releases the driver's sockets (those holding published
+// host ports too: the next driver holds them again) and namespace handle; no
 // goroutine of the driver outlives it. Networks and attached endpoints are
 // left in the kernel.
 func (d *Driver) Close() error {
@@ -172,6 +173,9 @@ func (d *Driver) Close() error {
 	d.mu.Unlock()
 	d.cancel()
 	d.wg.Wait()
+	for _, n := range d.networkList() {
+		n.closeHolds()
+	}
 	d.lock.release()
 	if d.fw != nil {
 		d.fw.Close()

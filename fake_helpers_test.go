@@ -215,3 +215,16 @@ func same(t *testing.T, what, got, want string) {
 	}
 	t.Errorf("%s: the kernel state differs (+ got, - want):\n%s", what, strings.Join(extra, "\n"))
 }
+
+// faultType refuses the next request of the type with EPERM.
+func faultType(typ uint16) bridgetest.Fault { return bridgetest.Fault{Type: typ} }
+
+// faultAlias refuses the next request that sets a complete record (an
+// alias with the prefix and no owner) with EPERM.
+func faultAlias(prefix string) bridgetest.Fault {
+	match := aliasIs(prefix)
+	return bridgetest.Fault{Type: unix.RTM_NEWLINK, Match: func(m netlink.Message) bool {
+		var lm rtnetlink.LinkMessage
+		return match(m) && lm.UnmarshalBinary(m.Data) == nil && !strings.Contains(*lm.Attributes.Alias, "owner=")
+	}}
+}

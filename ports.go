@@ -303,3 +303,24 @@ func (e *Endpoint) Ports() []PortMapping {
 	}
 	return out
 }
+
+// closeHolds closes the sockets holding the host ports of the network's
+// complete endpoints (at Close; the ports stay published).
+func (n *Network) closeHolds() {
+	n.mu.Lock()
+	eps := make([]*Endpoint, 0, len(n.endpoints))
+	for e := range n.endpoints {
+		eps = append(eps, e)
+	}
+	n.mu.Unlock()
+	for _, e := range eps {
+		e.mu.Lock()
+		for i := range e.ports {
+			if h := e.ports[i].hold; h != nil {
+				h.Close()
+				e.ports[i].hold = nil
+			}
+		}
+		e.mu.Unlock()
+	}
+}

@@ -19,8 +19,8 @@ import (
 // ready.
 type State struct {
 	tables []*table
-	handle uint64 // last handle given
-	gen    uint32 // generation, bumped per committed batch
+	handle uint64            // last handle given
+	gen    uint32            // generation, bumped per committed batch
 	queue  []netlink.Message // answers Dump has yet to read
 }
 
