@@ -228,3 +228,10 @@ func faultAlias(prefix string) bridgetest.Fault {
 		return match(m) && lm.UnmarshalBinary(m.Data) == nil && !strings.Contains(*lm.Attributes.Alias, "owner=")
 	}}
 }
+
+// contextCancelled is a context that is already done.
+func contextCancelled() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx, cancel
+}

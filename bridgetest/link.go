@@ -28,7 +28,7 @@ type ifc struct {
 
 	isolated    bool              // bridge port isolation
 	addrGenNone bool              // IPv6 address generation mode none
-	sysctls     map[string]string // per device: "ipv6.disable_ipv6" -> "1"
+	sysctls     map[string]string // per device: "ipv6.conf.disable_ipv6" -> "1"
 }
 
 // Kernel limits the driver's requests run into.

@@ -84,7 +84,7 @@ func (ns *netns) newAddr(m netlink.Message) syscall.Errno {
 	if l == nil {
 		return unix.ENODEV
 	}
-	if a.prefix.Addr().Is6() && (l.sysctls["ipv6.disable_ipv6"] == "1" || ns.sysctls["net.ipv6.conf.all.disable_ipv6"] == "1") {
+	if a.prefix.Addr().Is6() && (l.sysctls["ipv6.conf.disable_ipv6"] == "1" || ns.sysctls["net.ipv6.conf.all.disable_ipv6"] == "1") {
 		return unix.EACCES
 	}
 	for _, o := range ns.addrs {
