@@ -6,9 +6,8 @@ import (
 	"time"
 
 	"github.com/mdlayher/netlink"
-	"github.com/nlbridge/bridge/disco"
+	"github.com/nlbridge/bridge/internal/kern"
 	"github.com/nlbridge/bridge/link"
-	"github.com/nlbridge/bridge/nsutil"
 	"github.com/nlbridge/bridge/route"
 )
 
@@ -57,12 +56,12 @@ func (a *Advertise) resolve(op string) (Advertise, error) {
 // (packet_release calls synchronize_net), 10-20 ms, which neither Attach
 // nor Detach waits for. Once done is closed nothing more is sent;
 // Driver.Close waits for the closes too.
-func (e *Endpoint) advertise(op string, adv Advertise, ns *nsutil.NS, sc, hc *netlink.Conn) error {
+func (e *Endpoint) advertise(op string, adv Advertise, ns kern.NS, sc, hc *netlink.Conn) error {
 	if adv.Count == 0 || !e.ipv4.IsValid() && !e.ipv6.IsValid() {
 		return nil
 	}
 	e.waitReady(sc, hc)
-	a, err := disco.Open(ns, int(e.ifIndex), e.mac, e.ipv4.Addr(), e.ipv6.Addr())
+	a, err := ns.Announcer(int(e.ifIndex), e.mac, e.ipv4.Addr(), e.ipv6.Addr())
 	if err != nil {
 		return kernel(op, err)
 	}

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 
-	"github.com/nlbridge/bridge/nsutil"
 	"github.com/nlbridge/bridge/route"
 )
 
@@ -27,7 +26,7 @@ func (n *Network) Attach(ctx context.Context, cfg EndpointConfig) (*Endpoint, er
 	if n.d.isClosed() {
 		return nil, &Error{Op: op, Kind: ErrClosed, Err: errors.New("the driver is closed")}
 	}
-	ns, err := nsutil.Open(cfg.NetNS)
+	ns, err := n.d.k.OpenNS(cfg.NetNS)
 	if err != nil {
 		return nil, &Error{Op: op, Field: "NetNS", Value: cfg.NetNS, Kind: ErrInvalid, Err: err}
 	}

@@ -13,7 +13,6 @@ import (
 	"github.com/nlbridge/bridge/internal/nl"
 	"github.com/nlbridge/bridge/link"
 	"github.com/nlbridge/bridge/nat"
-	"github.com/nlbridge/bridge/nsutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -196,7 +195,7 @@ func addrsOf(eps []*Endpoint) []netip.Addr {
 // the namespace at the sandbox path is still the one attached to (else the
 // reclaimer's delete takes the peer wherever it is).
 func (e *Endpoint) retireSandboxEnd() error {
-	ns, err := nsutil.Open(e.netns)
+	ns, err := e.n.d.k.OpenNS(e.netns)
 	if err != nil {
 		return nil // the path is gone: so is anything a successor could meet
 	}

@@ -7,9 +7,10 @@ import (
 	"net/netip"
 	"sync"
 
+	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
+	"github.com/nlbridge/bridge/internal/kern"
 	"github.com/nlbridge/bridge/nat"
-	"github.com/nlbridge/bridge/nsutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -40,7 +41,18 @@ type Options struct {
 	// processes such as a CNI plugin, whose sockets would close at exit
 	// anyway; re-binding costs a socket per recovered port.
 	NoPortHolds bool
+
+	// Kernel is the kernel the driver works on; nil = the running
+	// kernel. bridgetest.New gives an in-memory one, for tests without
+	// root or namespaces.
+	Kernel Kernel
 }
+
+// Kernel is what a Driver works on: namespaces, their netlink conns, and
+// the few operations that are not netlink messages (sysctls, sockets, the
+// host lock, process liveness). Only this module implements it: use nil
+// (the running kernel) or a *bridgetest.Kernel.
+type Kernel = kern.Kernel
 
 // GatewayMode is a network's gateway mode for one address family; the
 // zero value is NAT.
@@ -60,7 +72,8 @@ const (
 type Driver struct {
 	noHolds bool // Options.NoPortHolds
 
-	host  *nsutil.NS
+	k     kern.Kernel
+	host  kern.NS
 	lock  *hostLock // claims among processes on host
 	self  owner     // this process, in records of objects being built
 	log   *slog.Logger
@@ -94,21 +107,17 @@ func Open(ctx context.Context, opts Options) (*Driver, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, kernel(op, err)
 	}
-	var (
-		ns  *nsutil.NS
-		err error
-	)
-	if opts.NetNS == "" {
-		ns, err = nsutil.Current()
-	} else {
-		ns, err = nsutil.Open(opts.NetNS)
+	k := opts.Kernel
+	if k == nil {
+		k = kern.Real{}
 	}
+	ns, err := k.OpenNS(opts.NetNS)
 	if err != nil {
 		return nil, &Error{Op: op, Field: "NetNS", Value: opts.NetNS, Kind: ErrInvalid, Err: err}
 	}
-	d := &Driver{host: ns, conns: make(chan *netlink.Conn, maxIdleConns), networks: map[string]*Network{},
+	d := &Driver{k: k, host: ns, conns: make(chan *netlink.Conn, maxIdleConns), networks: map[string]*Network{},
 		ports: map[portKey]bool{}, reclaim: make(chan struct{}, 1),
-		lock: newHostLock(lockDir, ns.ID()), self: selfOwner(), log: opts.Logger, noHolds: opts.NoPortHolds}
+		lock: newHostLock(k, ns.ID()), self: selfOwner(k), log: opts.Logger, noHolds: opts.NoPortHolds}
 	if d.log == nil {
 		d.log = slog.Default()
 	}
@@ -125,7 +134,9 @@ func Open(ctx context.Context, opts Options) (*Driver, error) {
 	}
 	d.wg.Go(d.reclaimLoop)
 	if !opts.NoFirewall {
-		if d.fw, err = nat.Open(ns.FD(), opts.Table); err == nil {
+		var nc *nftables.Conn
+		if nc, err = ns.NFTables(); err == nil {
+			d.fw = nat.FromConn(nc, opts.Table)
 			d.ct, err = ns.Dial(unix.NETLINK_NETFILTER)
 		}
 		if err != nil {
@@ -148,7 +159,8 @@ func Open(ctx context.Context, opts Options) (*Driver, error) {
 }
 
 // Close stops pending announcements, deletes the devices of detached
-// endpoints, and releases the driver's sockets and namespace handle; no
+// endpoints, and releases the driver's sockets (those holding published
+// host ports too: the next driver holds them again) and namespace handle; no
 // goroutine of the driver outlives it. Networks and attached endpoints are
 // left in the kernel.
 func (d *Driver) Close() error {
@@ -161,6 +173,9 @@ func (d *Driver) Close() error {
 	d.mu.Unlock()
 	d.cancel()
 	d.wg.Wait()
+	for _, n := range d.networkList() {
+		n.closeHolds()
+	}
 	d.lock.release()
 	if d.fw != nil {
 		d.fw.Close()
@@ -249,23 +264,10 @@ func (d *Driver) withConn(fn func(c *netlink.Conn) error) error {
 
 // dialRoute opens a NETLINK_ROUTE socket in ns with extended acks, so
 // kernel refusals carry the kernel's reason.
-func dialRoute(ns *nsutil.NS) (c *netlink.Conn, err error) {
-	err = ns.Do(func() error {
-		c, err = dialRouteHere()
+func dialRoute(ns kern.NS) (c *netlink.Conn, err error) {
+	err = ns.Do(func(t kern.Thread) error {
+		c, err = t.DialRoute()
 		return err
 	})
 	return c, err
-}
-
-// dialRouteHere is dialRoute in the calling thread's namespace.
-func dialRouteHere() (*netlink.Conn, error) {
-	c, err := netlink.Dial(unix.NETLINK_ROUTE, nil)
-	if err != nil {
-		return nil, err
-	}
-	if err := c.SetOption(netlink.ExtendedAcknowledge, true); err != nil {
-		c.Close()
-		return nil, err
-	}
-	return c, nil
 }

@@ -83,7 +83,7 @@ func (d *Driver) collect(c *netlink.Conn) ([]netip.Addr, error) {
 			continue
 		}
 		rec, err := decodeNetRecord(br.Alias)
-		if err != nil || rec.Owner == (owner{}) || rec.Owner.alive() {
+		if err != nil || rec.Owner == (owner{}) || rec.Owner.alive(d.k) {
 			continue
 		}
 		rec.Config.Name = br.Name
@@ -110,7 +110,7 @@ func (d *Driver) collect(c *netlink.Conn) ([]netip.Addr, error) {
 		}
 		switch {
 		case l.Group == reclaimGroup: // retired; its detach may have died before the flush
-		case rec.Owner != (owner{}) && !rec.Owner.alive():
+		case rec.Owner != (owner{}) && !rec.Owner.alive(d.k):
 			half = append(half, link.RetireHostEndMsg(l.Index, reclaimGroup))
 			delete(devices, l.Name)
 		default:

@@ -10,9 +10,9 @@ import (
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
 	"github.com/mdlayher/netlink/nlenc"
+	"github.com/nlbridge/bridge/internal/kern"
 	"github.com/nlbridge/bridge/internal/nltestutil"
 	"github.com/nlbridge/bridge/nat"
-	"github.com/nlbridge/bridge/nsutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -59,7 +59,7 @@ func TestGuardGoesInBeforeTheVeth(t *testing.T) {
 		log = append(log, "rtnl")
 		return nil, int(unix.EPERM) // stop at the create
 	}}
-	ns, err := nsutil.Current()
+	ns, err := kern.Real{}.OpenNS("")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestRefusedIPv6LeavesTheGuard(t *testing.T) {
 		}
 		return nil, 0
 	}}
-	if err := e.configure("attach", rt.Dial(), EndpointConfig{}, nil); err != nil {
+	if err := e.configure("attach", nil, rt.Dial(), EndpointConfig{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"nft del endpoints", "nft del guarded", "nft del macs", "nft del addrs4", "nft del addrs6",

@@ -2,8 +2,10 @@ package bridge
 
 import (
 	"fmt"
+	"io"
 	"net/netip"
-	"os"
+
+	"github.com/nlbridge/bridge/internal/kern"
 )
 
 // registerPorts registers recovered endpoints' host ports, so that no
@@ -25,11 +27,11 @@ func (d *Driver) registerPorts(eps []*Endpoint) {
 // endpoint publishes is claimed, and no socket keeps it (a host process
 // holding it, as Podman's conmon does for its containers, is no
 // conflict). An ephemeral port is chosen by a bind that is closed at once.
-func (d *Driver) claimOnly(proto Proto, ip netip.Addr, cands []uint16) (*os.File, uint16, error) {
+func (d *Driver) claimOnly(t kern.Thread, proto Proto, ip netip.Addr, cands []uint16) (io.Closer, uint16, error) {
 	var last error = errPortTaken
 	for _, port := range cands {
 		if port == 0 {
-			f, got, err := bindPort(proto, ip, 0)
+			f, got, err := t.BindPort(uint8(proto), ip, 0)
 			if err != nil {
 				last = err
 				continue

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nlbridge/bridge/internal/kern"
 	"github.com/nlbridge/bridge/nsutil"
 )
 
@@ -13,7 +14,8 @@ import (
 func TestHostLock(t *testing.T) {
 	dir := t.TempDir()
 	id := nsutil.ID{Dev: 4, Ino: 0xf0000001}
-	a, b := newHostLock(dir, id), newHostLock(dir, id)
+	k := kern.Real{LockDir: dir}
+	a, b := newHostLock(k, id), newHostLock(k, id)
 	step := func(l *hostLock, wantChanged, write bool) {
 		t.Helper()
 		changed, err := l.lock()
@@ -57,7 +59,7 @@ func TestHostLock(t *testing.T) {
 
 	// Removing the file while nobody holds it costs a reload, nothing more.
 	a.release()
-	if _, err := os.Stat(a.path); !os.IsNotExist(err) {
+	if _, err := os.Stat(k.LockPath(id)); !os.IsNotExist(err) {
 		t.Fatalf("lock file not removed: %v", err)
 	}
 	step(b, true, false)

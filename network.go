@@ -12,6 +12,7 @@ import (
 
 	"github.com/mdlayher/netlink"
 	"github.com/nlbridge/bridge/addr"
+	"github.com/nlbridge/bridge/internal/kern"
 	"github.com/nlbridge/bridge/internal/nl"
 	"github.com/nlbridge/bridge/link"
 	"github.com/nlbridge/bridge/nat"
@@ -256,6 +257,9 @@ func (n *Network) setup(op string, c *netlink.Conn) (err error) {
 		br, err = link.CreateBridge(c, link.BridgeSpec{Name: n.cfg.Name, MTU: n.cfg.MTU, MAC: randomMAC(),
 			Alias: pending.encode()})
 		if err != nil {
+			if br.Index != 0 { // created, but its record was refused
+				link.Delete(c, br.Index)
+			}
 			return kernel(op, err)
 		}
 		defer func() {
@@ -328,7 +332,7 @@ func (n *Network) setup(op string, c *netlink.Conn) (err error) {
 			nl.Exec(c, link.SetAliasMsg(br.Index, br.Alias))
 		}
 	}()
-	if err := n.d.host.WriteSysctls(n.bridgeSysctls()...); err != nil {
+	if err := n.d.writeHostSysctls(n.bridgeSysctls()); err != nil {
 		return kernel(op, err)
 	}
 	if fw := n.d.fw; fw != nil {
@@ -440,6 +444,8 @@ func (n *Network) Delete(ctx context.Context) error {
 			ep.stopAdvertising()
 		}
 		if err := n.deleteLinks(c); err != nil {
+			n.undelete(list) // the network stays, to be deleted again
+			list = nil
 			return true, err
 		}
 		if err := n.d.unpublish(list); err != nil { // also releases the host ports
@@ -454,11 +460,32 @@ func (n *Network) Delete(ctx context.Context) error {
 	// With the links gone no new entries can appear: flush them now, all
 	// in one request.
 	errs = append(errs, n.d.flushConntrack(true, addrsOf(list)...))
-	n.d.unreserve(n)
+	n.mu.Lock()
+	deleted := n.deleted
+	n.mu.Unlock()
+	if deleted {
+		n.d.unreserve(n)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return kernel(op, err)
 	}
 	return nil
+}
+
+// undelete puts back what Delete took from the network before the kernel
+// refused to delete its links.
+func (n *Network) undelete(eps []*Endpoint) {
+	n.mu.Lock()
+	n.deleted = false
+	for _, e := range eps {
+		n.endpoints[e] = struct{}{}
+	}
+	n.mu.Unlock()
+	for _, e := range eps {
+		e.mu.Lock()
+		e.detached = false
+		e.mu.Unlock()
+	}
 }
 
 // deleteLinks deletes the network's devices: its group (with the bridge,
@@ -500,4 +527,16 @@ func dotted(ifname string) string {
 		}
 	}
 	return string(b)
+}
+
+// writeHostSysctls writes sysctls in the driver's namespace.
+func (d *Driver) writeHostSysctls(ss []nsutil.Sysctl) error {
+	return d.host.Do(func(t kern.Thread) error {
+		for _, s := range ss {
+			if err := t.WriteSysctl(s); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }

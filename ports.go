@@ -1,11 +1,11 @@
 package bridge
 
 import (
-	"errors"
 	"fmt"
+	"io"
 	"net/netip"
-	"os"
 
+	"github.com/nlbridge/bridge/internal/kern"
 	"github.com/nlbridge/bridge/nat"
 	"golang.org/x/sys/unix"
 )
@@ -61,7 +61,7 @@ func (m PortMapping) String() string {
 // published is one mapping as installed, for one address family.
 type published struct {
 	nat.Port
-	hold *os.File // bound socket keeping the host port; nil if routed or not holdable
+	hold io.Closer // bound socket keeping the host port; nil if routed or not holdable
 }
 
 // portKey identifies a host port for conflict checks.
@@ -96,9 +96,9 @@ func checkPorts(op string, ms []PortMapping) error {
 // holdPorts takes the host ports of the mappings, each held by a bound
 // socket. It runs on a thread in the driver's namespace. On failure it
 // releases what it took.
-func (e *Endpoint) holdPorts(op string, ms []PortMapping) error {
+func (e *Endpoint) holdPorts(op string, t kern.Thread, ms []PortMapping) error {
 	for i, m := range ms {
-		if err := e.publishOne(op, fmt.Sprintf("Ports[%d]", i), m); err != nil {
+		if err := e.publishOne(op, t, fmt.Sprintf("Ports[%d]", i), m); err != nil {
 			e.releasePorts()
 			return err
 		}
@@ -124,7 +124,7 @@ func (e *Endpoint) addPorts(op string) error {
 
 // publishOne installs one mapping for each family it applies to. It runs
 // on a thread in the driver's namespace, where the hold sockets are bound.
-func (e *Endpoint) publishOne(op, field string, m PortMapping) error {
+func (e *Endpoint) publishOne(op string, t kern.Thread, field string, m PortMapping) error {
 	hostIPs := []netip.Addr{m.HostIP}
 	if !m.HostIP.IsValid() {
 		hostIPs = []netip.Addr{e.n.cfg.DefaultHostIP}
@@ -149,7 +149,7 @@ func (e *Endpoint) publishOne(op, field string, m PortMapping) error {
 			done++
 			continue
 		}
-		hold, port, err := e.n.d.holdPort(m.Proto, hip, candidates(m, chosen))
+		hold, port, err := e.n.d.holdPort(t, m.Proto, hip, candidates(m, chosen))
 		if err != nil {
 			return &Error{Op: op, Field: field, Value: m.String(), Kind: ErrConflict, Err: err}
 		}
@@ -183,18 +183,18 @@ func candidates(m PortMapping, prefer uint16) []uint16 {
 	return []uint16{0}
 }
 
-var errPortTaken = errors.New("host port in use")
+var errPortTaken = kern.ErrPortTaken
 
 // holdPort takes the first free candidate port: registered in the driver
 // and held by a bound socket (in the calling thread's namespace), so no
 // host process can take it silently. It returns the port taken.
-func (d *Driver) holdPort(proto Proto, ip netip.Addr, cands []uint16) (*os.File, uint16, error) {
+func (d *Driver) holdPort(t kern.Thread, proto Proto, ip netip.Addr, cands []uint16) (io.Closer, uint16, error) {
 	if d.noHolds {
-		return d.claimOnly(proto, ip, cands)
+		return d.claimOnly(t, proto, ip, cands)
 	}
 	var last error = errPortTaken
 	for _, port := range cands {
-		f, got, err := bindPort(proto, ip, port)
+		f, got, err := t.BindPort(uint8(proto), ip, port)
 		if err != nil {
 			last = err
 			continue
@@ -271,58 +271,6 @@ func (d *Driver) claimPort(k portKey) bool {
 	return true
 }
 
-// bindPort binds a socket of the protocol to ip:port (0 = ephemeral). A
-// protocol the kernel has no sockets for (SCTP without its module) cannot
-// be held: then it returns no socket, for a fixed port only.
-func bindPort(proto Proto, ip netip.Addr, port uint16) (*os.File, uint16, error) {
-	domain, typ := unix.AF_INET, unix.SOCK_STREAM
-	if ip.Is6() {
-		domain = unix.AF_INET6
-	}
-	if proto == UDP {
-		typ = unix.SOCK_DGRAM
-	}
-	fd, err := unix.Socket(domain, typ|unix.SOCK_CLOEXEC, int(proto))
-	if err != nil {
-		if port != 0 && (err == unix.EPROTONOSUPPORT || err == unix.ESOCKTNOSUPPORT) {
-			return nil, port, nil
-		}
-		return nil, 0, fmt.Errorf("%s socket: %w", proto, err)
-	}
-	f := os.NewFile(uintptr(fd), "hold")
-	var sa unix.Sockaddr
-	if ip.Is6() {
-		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
-			f.Close()
-			return nil, 0, err
-		}
-		sa = &unix.SockaddrInet6{Addr: ip.As16(), Port: int(port)}
-	} else {
-		sa = &unix.SockaddrInet4{Addr: ip.As4(), Port: int(port)}
-	}
-	if err := unix.Bind(fd, sa); err != nil {
-		f.Close()
-		if err == unix.EADDRINUSE {
-			return nil, 0, fmt.Errorf("%w: %s %s", errPortTaken, proto, netip.AddrPortFrom(ip, port))
-		}
-		return nil, 0, fmt.Errorf("bind %s %s: %w", proto, netip.AddrPortFrom(ip, port), err)
-	}
-	if port == 0 {
-		got, err := unix.Getsockname(fd)
-		if err != nil {
-			f.Close()
-			return nil, 0, err
-		}
-		switch a := got.(type) {
-		case *unix.SockaddrInet4:
-			port = uint16(a.Port)
-		case *unix.SockaddrInet6:
-			port = uint16(a.Port)
-		}
-	}
-	return f, port, nil
-}
-
 // releasePorts closes the hold sockets and frees the driver's registry.
 func (e *Endpoint) releasePorts() {
 	e.mu.Lock()
@@ -354,4 +302,25 @@ func (e *Endpoint) Ports() []PortMapping {
 		out[i] = PortMapping{Proto: Proto(p.Proto), HostIP: p.HostIP, HostPort: p.HostPort, ContainerPort: p.Port.Port}
 	}
 	return out
+}
+
+// closeHolds closes the sockets holding the host ports of the network's
+// complete endpoints (at Close; the ports stay published).
+func (n *Network) closeHolds() {
+	n.mu.Lock()
+	eps := make([]*Endpoint, 0, len(n.endpoints))
+	for e := range n.endpoints {
+		eps = append(eps, e)
+	}
+	n.mu.Unlock()
+	for _, e := range eps {
+		e.mu.Lock()
+		for i := range e.ports {
+			if h := e.ports[i].hold; h != nil {
+				h.Close()
+				e.ports[i].hold = nil
+			}
+		}
+		e.mu.Unlock()
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"sort"
 
 	"github.com/mdlayher/netlink"
+	"github.com/nlbridge/bridge/internal/kern"
 	"github.com/nlbridge/bridge/link"
 	"github.com/nlbridge/bridge/nat"
 )
@@ -274,7 +275,7 @@ func (d *Driver) rehold(eps []*Endpoint) {
 		d.registerPorts(eps)
 		return
 	}
-	err := d.host.Do(func() error {
+	err := d.host.Do(func(t kern.Thread) error {
 		for _, e := range eps {
 			e.mu.Lock()
 			for i := range e.ports {
@@ -283,7 +284,7 @@ func (d *Driver) rehold(eps []*Endpoint) {
 					continue
 				}
 				d.registerPort(portKey{p.Proto, p.HostIP, p.HostPort})
-				if f, _, err := bindPort(Proto(p.Proto), p.HostIP, p.HostPort); err == nil {
+				if f, _, err := t.BindPort(p.Proto, p.HostIP, p.HostPort); err == nil {
 					p.hold = f
 				}
 			}

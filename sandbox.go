@@ -13,6 +13,7 @@ import (
 
 	"github.com/mdlayher/netlink"
 	"github.com/nlbridge/bridge/addr"
+	"github.com/nlbridge/bridge/internal/kern"
 	"github.com/nlbridge/bridge/internal/nl"
 	"github.com/nlbridge/bridge/link"
 	"github.com/nlbridge/bridge/nsutil"
@@ -32,7 +33,7 @@ import (
 // firewall elements added, and the record rewritten complete, with the
 // ports). A crash between them leaves a record whose owner is dead, which
 // GC removes.
-func (e *Endpoint) create(ctx context.Context, op string, ns *nsutil.NS, cfg EndpointConfig) (err error) {
+func (e *Endpoint) create(ctx context.Context, op string, ns kern.NS, cfg EndpointConfig) (err error) {
 	n := e.n
 	hc, err := n.d.conn()
 	if err != nil {
@@ -60,9 +61,9 @@ func (e *Endpoint) create(ctx context.Context, op string, ns *nsutil.NS, cfg End
 			n.release(e)
 		}
 	}()
-	err = ns.Do(func() error {
+	err = ns.Do(func(t kern.Thread) error {
 		var err error
-		if sc, err = dialRouteHere(); err != nil {
+		if sc, err = t.DialRoute(); err != nil {
 			return kernel(op, err)
 		}
 		routes, err := route.List(sc)
@@ -91,11 +92,11 @@ func (e *Endpoint) create(ctx context.Context, op string, ns *nsutil.NS, cfg End
 		if err := ctx.Err(); err != nil {
 			return kernel(op, err)
 		}
-		if err := e.configure(op, sc, cfg, routes); err != nil {
+		if err := e.configure(op, t, sc, cfg, routes); err != nil {
 			return err
 		}
 		if len(cfg.Ports) > 0 {
-			if err := n.d.host.Enter(); err != nil {
+			if err := t.Enter(n.d.host); err != nil {
 				return kernel(op, err)
 			}
 		}
@@ -104,7 +105,7 @@ func (e *Endpoint) create(ctx context.Context, op string, ns *nsutil.NS, cfg End
 				// Host ports clash across networks and processes: check
 				// against every port in the firewall (complete under the
 				// lock), without reading every network's endpoints.
-				if err := n.d.withPublished(func() error { return e.holdPorts(op, cfg.Ports) }); err != nil {
+				if err := n.d.withPublished(func() error { return e.holdPorts(op, t, cfg.Ports) }); err != nil {
 					var be *Error
 					if errors.As(err, &be) {
 						return false, err
@@ -185,12 +186,12 @@ func (e *Endpoint) checkRecord(op string) error {
 // and route come last: if the kernel refuses the address because IPv6 is
 // off in the sandbox or on the interface, the endpoint goes on without
 // IPv6.
-func (e *Endpoint) configure(op string, sc *netlink.Conn, cfg EndpointConfig, routes []route.Route) error {
+func (e *Endpoint) configure(op string, t kern.Thread, sc *netlink.Conn, cfg EndpointConfig, routes []route.Route) error {
 	sysctls, err := parseSysctls(op, e.ifName, cfg.Sysctls)
 	if err != nil {
 		return err
 	}
-	if err := e.writeSysctls(op, sysctls); err != nil {
+	if err := e.writeSysctls(op, t, sysctls); err != nil {
 		return err
 	}
 	msgs := []netlink.Message{link.UpMsg(1)} // lo is always ifindex 1
@@ -241,7 +242,7 @@ func (e *Endpoint) dropIPv6(op string) error {
 // saves a link dump in the common case of a sandbox's first interface.
 // The guard elements, keyed by the host name, go in first. Names taken
 // meanwhile are retried a few times.
-func (e *Endpoint) createVeth(op string, ns *nsutil.NS, sc, hc *netlink.Conn, auto bool) error {
+func (e *Endpoint) createVeth(op string, ns kern.NS, sc, hc *netlink.Conn, auto bool) error {
 	n := e.n
 	if auto {
 		e.ifName = "eth0"
@@ -308,16 +309,16 @@ func freeEthName(sc *netlink.Conn) (string, error) {
 // writeSysctls disables IPv6 on the interface of an IPv4-only network
 // without the firewall (as Docker does; with the firewall, see configure),
 // and applies the caller's sysctls. It runs on a thread in the sandbox.
-func (e *Endpoint) writeSysctls(op string, user []nsutil.Sysctl) error {
+func (e *Endpoint) writeSysctls(op string, t kern.Thread, user []nsutil.Sysctl) error {
 	if !e.n.cfg.IPv6.IsValid() && e.n.d.fw == nil {
 		off := nsutil.Sysctl{Key: "net.ipv6.conf." + dotted(e.ifName) + ".disable_ipv6", Value: "1"}
-		err := nsutil.WriteSysctl(off)
+		err := t.WriteSysctl(off)
 		if err != nil && !errors.Is(err, os.ErrNotExist) { // no IPv6 in the kernel: nothing to disable
 			return &Error{Op: op, Field: "Sysctls", Value: off.Key + "=1", Err: err}
 		}
 	}
 	for _, s := range user {
-		if err := nsutil.WriteSysctl(s); err != nil {
+		if err := t.WriteSysctl(s); err != nil {
 			return &Error{Op: op, Field: "Sysctls", Value: strings.Join(e.sysctlKeys(user), ","), Err: err}
 		}
 	}

@@ -46,6 +46,12 @@ func Open(fd int, table string) (*Firewall, error) {
 	return newFirewall(c, table), nil
 }
 
+// FromConn returns the firewall of the named table ("" = DefaultTable) on
+// c, an nftables conn, without touching the kernel; Close closes c.
+func FromConn(c *nftables.Conn, table string) *Firewall {
+	return newFirewall(c, table)
+}
+
 // New builds empty tables over an existing conn (for tests, one made with
 // nftables.WithTestDial), replacing any tables of that name.
 func New(c *nftables.Conn, table string) (*Firewall, error) {

@@ -1,0 +1,136 @@
+package bridgetest
+
+import (
+	"sync"
+	"syscall"
+
+	"github.com/mdlayher/netlink"
+	"github.com/mdlayher/netlink/nlenc"
+	"github.com/mdlayher/netlink/nltest"
+	"golang.org/x/sys/unix"
+)
+
+// A Fault makes the fake refuse one request as the kernel would, with
+// Errno: the next request that matches every field set. A refused
+// nf_tables message fails its whole batch, as in the kernel.
+type Fault struct {
+	// Type is the netlink message type: unix.RTM_NEWLINK, ...; for
+	// nf_tables and conntrack, subsystem<<8 | message, e.g.
+	// unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWSETELEM. 0 = any
+	// (with Sysctl set: none).
+	Type uint16
+	// NetNS is the path of the namespace the request is sent in; "" =
+	// any.
+	NetNS string
+	// Sysctl, instead of a message, refuses the next write of this
+	// sysctl key (e.g. "net.ipv4.ip_forward").
+	Sysctl string
+	// Match, if set, must accept the request.
+	Match func(netlink.Message) bool
+	// Errno is the error, e.g. unix.EEXIST; 0 = EPERM.
+	Errno syscall.Errno
+}
+
+// FailNext makes the next request matching f fail with f.Errno. Faults
+// fire once each, in the order they were added.
+func (k *Kernel) FailNext(f Fault) {
+	if f.Errno == 0 {
+		f.Errno = unix.EPERM
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.faults = append(k.faults, &f)
+}
+
+// fault takes the first fault matching the request. Must hold k.mu.
+func (k *Kernel) fault(ns *netns, m netlink.Message, sysctl string) syscall.Errno {
+	for i, f := range k.faults {
+		switch {
+		case f.NetNS != "" && f.NetNS != ns.path,
+			sysctl != "" && f.Sysctl != sysctl,
+			sysctl == "" && (f.Sysctl != "" || f.Type != 0 && f.Type != uint16(m.Header.Type)),
+			f.Match != nil && !f.Match(m):
+			continue
+		}
+		k.faults = append(k.faults[:i], k.faults[i+1:]...)
+		return f.Errno
+	}
+	return 0
+}
+
+// dial returns a conn of the family in ns, backed by nltest.
+func (k *Kernel) dial(ns *netns, family int) (*netlink.Conn, error) {
+	switch family {
+	case unix.NETLINK_ROUTE, unix.NETLINK_NETFILTER:
+	default:
+		return nil, syscall.EPROTONOSUPPORT
+	}
+	return nltest.Dial(k.connFunc(ns, family)), nil
+}
+
+// connFunc answers the requests of one conn. Like the kernel, it
+// delivers one answer per receive.
+func (k *Kernel) connFunc(ns *netns, family int) nltest.Func {
+	var mu sync.Mutex
+	var queue []netlink.Message
+	return func(reqs []netlink.Message) ([]netlink.Message, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if reqs != nil {
+			queue = append(queue, k.handle(ns, family, reqs)...)
+		}
+		if len(queue) == 0 {
+			return nil, nil
+		}
+		m := queue[0]
+		queue = queue[1:]
+		return []netlink.Message{m}, nil
+	}
+}
+
+// handle answers one sendmsg.
+func (k *Kernel) handle(ns *netns, family int, reqs []netlink.Message) []netlink.Message {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if family == unix.NETLINK_NETFILTER {
+		return k.netfilter(ns, reqs)
+	}
+	var out []netlink.Message
+	for _, m := range reqs {
+		var answers []netlink.Message
+		errno := k.fault(ns, m, "")
+		if errno == 0 {
+			answers, errno = k.rtnl(ns, m)
+		}
+		out = append(out, reply(m, answers, errno)...)
+	}
+	return out
+}
+
+// reply completes the answers to m: sequence and PID, and the ack or
+// error.
+func reply(m netlink.Message, answers []netlink.Message, errno syscall.Errno) []netlink.Message {
+	if errno != 0 {
+		answers = nil // a refused request has no other answer
+	}
+	for i := range answers {
+		answers[i].Header.Sequence, answers[i].Header.PID = m.Header.Sequence, m.Header.PID
+	}
+	if errno != 0 || m.Header.Flags&netlink.Acknowledge != 0 && m.Header.Flags&netlink.Dump != netlink.Dump {
+		answers = append(answers, ack(m, errno))
+	}
+	return answers
+}
+
+func ack(m netlink.Message, errno syscall.Errno) netlink.Message {
+	return netlink.Message{Header: netlink.Header{Type: netlink.Error, Sequence: m.Header.Sequence, PID: m.Header.PID},
+		Data: nlenc.Int32Bytes(-int32(errno))}
+}
+
+// dump makes parts the answer of a dump: multipart, ending with Done.
+func dump(parts []netlink.Message) []netlink.Message {
+	for i := range parts {
+		parts[i].Header.Flags |= netlink.Multi
+	}
+	return append(parts, netlink.Message{Header: netlink.Header{Type: netlink.Done, Flags: netlink.Multi}, Data: make([]byte, 4)})
+}
