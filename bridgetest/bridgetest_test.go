@@ -263,7 +263,9 @@ func TestFaults(t *testing.T) {
 	}
 	k.FailNext(bridgetest.Fault{Sysctl: "net.ipv4.ip_forward"})
 	ns := open(t, k, "")
-	err = ns.Do(func(th kern.Thread) error { return th.WriteSysctl(nsutil.Sysctl{Key: "net.ipv4.ip_forward", Value: "1"}) })
+	err = ns.Do(func(th kern.Thread) error {
+		return th.WriteSysctl(nsutil.Sysctl{Key: "net.ipv4.ip_forward", Value: "1"})
+	})
 	wantErrno(t, "sysctl fault", err, unix.EPERM)
 	err = ns.Do(func(th kern.Thread) error {
 		return th.WriteSysctl(nsutil.Sysctl{Key: "net.ipv4.conf.eth7.arp_notify", Value: "1"})
