@@ -85,12 +85,13 @@ type netns struct {
 	ports     map[portKey]bool // bound by port-holding sockets
 	flushed   []string         // conntrack flush requests, as text
 	announced []string         // gratuitous ARPs and NAs sent
+	watchers  map[*sock]bool   // sockets in NFNLGRP_NFTABLES
 }
 
 func (k *Kernel) addNS(path string) *netns {
 	k.nextIno++
 	ns := &netns{path: path, id: nsutil.ID{Dev: 4, Ino: k.nextIno}, links: map[uint32]*ifc{},
-		sysctls: map[string]string{}, nft: fakenft.New(), ports: map[portKey]bool{}}
+		sysctls: map[string]string{}, nft: fakenft.New(), ports: map[portKey]bool{}, watchers: map[*sock]bool{}}
 	ns.addLink(&ifc{name: "lo", kind: "loopback", mtu: 65536, mac: make(net.HardwareAddr, 6)})
 	k.nss[path] = ns
 	k.all = append(k.all, ns)
@@ -341,5 +342,6 @@ func (k *Kernel) FlushRuleset(path string) error {
 		return &fs.PathError{Op: "open", Path: path, Err: syscall.ENOENT}
 	}
 	ns.nft.Flush()
+	ns.notify(netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_DELTABLE))
 	return nil
 }

@@ -24,8 +24,15 @@ func (k *Kernel) netfilter(ns *netns, reqs []netlink.Message) []netlink.Message 
 			}
 			batch := reqs[i+1 : end]
 			errs := ns.nft.Batch(batch, func(m netlink.Message) syscall.Errno { return k.fault(ns, m, "") })
+			committed := true
 			for j, bm := range batch {
 				out = append(out, reply(bm, nil, errs[j])...)
+				committed = committed && errs[j] == 0
+			}
+			if committed {
+				for _, bm := range batch {
+					ns.notify(bm.Header.Type)
+				}
 			}
 			i = end
 		case uint16(m.Header.Type)>>8 == unix.NFNL_SUBSYS_NFTABLES:
