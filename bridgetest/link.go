@@ -385,4 +385,3 @@ func (k *Kernel) getLink(ns *netns, m netlink.Message) ([]netlink.Message, sysca
 	}
 	return dump(parts), 0
 }
-

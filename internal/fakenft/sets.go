@@ -232,4 +232,3 @@ func (t *table) looksUp(name string) bool {
 	}
 	return false
 }
-
