@@ -181,11 +181,6 @@ func (d *Driver) Close() error {
 	}
 }
 
-// Firewall is the driver's firewall, or nil with Options.NoFirewall. Use it
-// to inspect or extend the table; networks and endpoints manage their own
-// elements.
-func (d *Driver) Firewall() *nat.Firewall { return d.fw }
-
 // Network returns the network with that bridge name, if this driver made
 // or adopted it.
 func (d *Driver) Network(name string) (*Network, bool) {
