@@ -176,7 +176,7 @@ func (d *Driver) Close() error {
 		case c := <-d.conns:
 			c.Close()
 		default:
-			return d.host.Close()
+			return asError("close driver", d.host.Close())
 		}
 	}
 }

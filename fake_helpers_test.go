@@ -126,9 +126,8 @@ func isErr(t *testing.T, err error, wants ...error) {
 	if err == nil {
 		t.Fatalf("no error, want %v", wants)
 	}
-	var be *bridge.Error
-	if !errors.As(err, &be) {
-		t.Errorf("%v: not a *bridge.Error", err)
+	if _, ok := err.(*bridge.Error); !ok {
+		t.Errorf("%v: a %T, not a *bridge.Error", err, err)
 	}
 	for _, w := range wants {
 		if !errors.Is(err, w) {
