@@ -153,11 +153,7 @@ func (d *Driver) CreateNetwork(ctx context.Context, cfg NetworkConfig) (*Network
 		return true, nil
 	})
 	if err != nil {
-		var e *Error
-		if errors.As(err, &e) {
-			return nil, err
-		}
-		return nil, kernel(op, err)
+		return nil, asError(op, err)
 	}
 	return n, nil
 }
