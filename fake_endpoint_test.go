@@ -13,8 +13,8 @@ import (
 	"github.com/jsimonetti/rtnetlink/v2"
 	"github.com/mdlayher/netlink"
 	"github.com/nlbridge/bridge"
-	"github.com/nlbridge/bridge/bridgetest"
 	"github.com/nlbridge/bridge/addr"
+	"github.com/nlbridge/bridge/bridgetest"
 	"github.com/nlbridge/bridge/internal/nl"
 	"golang.org/x/sys/unix"
 )
