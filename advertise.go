@@ -2,13 +2,16 @@ package bridge
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"time"
 
 	"github.com/mdlayher/netlink"
+	"github.com/nlbridge/bridge/disco"
 	"github.com/nlbridge/bridge/internal/kern"
 	"github.com/nlbridge/bridge/link"
 	"github.com/nlbridge/bridge/route"
+	"golang.org/x/sys/unix"
 )
 
 // Advertise sets how an endpoint announces its addresses after attach: a
@@ -96,7 +99,10 @@ func (e *Endpoint) advertise(op string, adv Advertise, ns kern.NS, sc, hc *netli
 				return
 			case <-t.C:
 			}
-			if a.Send(nil) != nil { // MAC changed or interface gone: stop
+			if err := a.Send(nil); err != nil { // stop; MAC changed or interface gone are expected
+				if !errors.Is(err, disco.ErrMACChanged) && !errors.Is(err, unix.ENODEV) {
+					d.log.Warn("nlbridge: announcement", "endpoint", e.id, "err", err)
+				}
 				return
 			}
 		}

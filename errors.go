@@ -69,3 +69,15 @@ func conflict(op, field string, value any, why string) *Error {
 func kernel(op string, err error) *Error {
 	return &Error{Op: op, Err: err}
 }
+
+// asError is err as an *Error: itself if it is one, else a kernel failure
+// of op.
+func asError(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := err.(*Error); ok {
+		return err
+	}
+	return kernel(op, err)
+}

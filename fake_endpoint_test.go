@@ -1,15 +1,20 @@
 package bridge_test
 
 import (
+	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/jsimonetti/rtnetlink/v2"
+	"github.com/mdlayher/netlink"
 	"github.com/nlbridge/bridge"
 	"github.com/nlbridge/bridge/addr"
+	"github.com/nlbridge/bridge/bridgetest"
 	"github.com/nlbridge/bridge/internal/nl"
 	"golang.org/x/sys/unix"
 )
@@ -309,4 +314,54 @@ func TestFakeAnnouncements(t *testing.T) {
 		t.Errorf("announcements after detach: %q, want only the first round", got)
 	}
 	_ = e
+}
+
+// A background announcement the kernel refuses is logged, and the rest
+// are not sent; a changed MAC stops them quietly.
+func TestFakeAnnouncementErrors(t *testing.T) {
+	var log syncBuffer
+	f := newFake(t, bridge.Options{Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	n := f.network(bridge.NetworkConfig{Name: "br0", IPv4: v4net})
+	every := &bridge.Advertise{Count: 3, Interval: 100 * time.Millisecond}
+	box := f.sandbox("c1")
+	f.attach(n, bridge.EndpointConfig{NetNS: box, Advertise: every})
+	f.k.FailNext(bridgetest.Fault{Type: unix.RTM_GETLINK, NetNS: box, Errno: unix.ENOBUFS})
+	eventually(t, "the refused announcement in the log", func() bool { return strings.Contains(log.String(), "announcement") })
+	if got := f.k.Announcements(box); len(got) != 1 {
+		t.Errorf("announcements %q, want only the first (the second was refused, the third not sent)", got)
+	}
+	if !strings.Contains(log.String(), "no buffer space") {
+		t.Errorf("log %q lacks the kernel's error", log.String())
+	}
+
+	box2 := f.sandbox("c2")
+	e := f.attach(n, bridge.EndpointConfig{NetNS: box2, Advertise: every})
+	c, err := f.k.Dial(box2, unix.NETLINK_ROUTE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	b, _ := (&rtnetlink.LinkMessage{Index: e.IfIndex(), Attributes: &rtnetlink.LinkAttributes{Address: net.HardwareAddr{2, 0, 0, 0, 0, 9}}}).MarshalBinary()
+	if _, err := nl.Exec(c, netlink.Message{Header: netlink.Header{Type: unix.RTM_NEWLINK, Flags: nl.Change}, Data: b}); err != nil {
+		t.Fatal(err)
+	}
+	before := log.String()
+	var mu sync.Mutex
+	reads := 0 // the announcer's MAC checks, seen by a fault that never fires
+	f.k.FailNext(bridgetest.Fault{Type: unix.RTM_GETLINK, NetNS: box2, Match: func(netlink.Message) bool {
+		mu.Lock()
+		reads++
+		mu.Unlock()
+		return false
+	}})
+	eventually(t, "the next announcement's MAC check", func() bool { mu.Lock(); defer mu.Unlock(); return reads > 0 })
+	if err := e.Detach(f.ctx); err != nil { // waits until no announcement can be sent
+		t.Fatal(err)
+	}
+	if got := f.k.Announcements(box2); len(got) != 1 {
+		t.Errorf("announcements after the MAC changed: %q", got)
+	}
+	if log.String() != before {
+		t.Errorf("a changed MAC was logged: %s", strings.TrimPrefix(log.String(), before))
+	}
 }

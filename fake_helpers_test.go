@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -126,9 +127,8 @@ func isErr(t *testing.T, err error, wants ...error) {
 	if err == nil {
 		t.Fatalf("no error, want %v", wants)
 	}
-	var be *bridge.Error
-	if !errors.As(err, &be) {
-		t.Errorf("%v: not a *bridge.Error", err)
+	if _, ok := err.(*bridge.Error); !ok {
+		t.Errorf("%v: a %T, not a *bridge.Error", err, err)
 	}
 	for _, w := range wants {
 		if !errors.Is(err, w) {
@@ -234,4 +234,22 @@ func contextCancelled() (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	return ctx, cancel
+}
+
+// syncBuffer is a log destination safe for the driver's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -49,6 +49,23 @@ type NetworkConfig struct {
 	AllowSpoofing bool
 }
 
+// GatewayMode is a network's gateway mode for one address family; the
+// zero value is NAT. Its String is the name records and the CNI config use.
+type GatewayMode uint8
+
+// Gateway modes.
+const (
+	NAT            GatewayMode = iota // masquerade; from outside only published ports get in
+	NATUnprotected                    // masquerade; routed access from outside allowed
+	Routed                            // no NAT; outside reaches published ports at the container address, and ICMP
+	Isolated                          // no gateway address, no default route, nothing forwarded
+)
+
+func (m GatewayMode) String() string { return m.nat().String() }
+
+// nat is the firewall's mode: the same values.
+func (m GatewayMode) nat() nat.Mode { return nat.Mode(m) }
+
 // gateway reports whether the network has a gateway address of a family.
 func (c NetworkConfig) gateway(v6 bool) bool {
 	if v6 {
@@ -136,11 +153,7 @@ func (d *Driver) CreateNetwork(ctx context.Context, cfg NetworkConfig) (*Network
 		return true, nil
 	})
 	if err != nil {
-		var e *Error
-		if errors.As(err, &e) {
-			return nil, err
-		}
-		return nil, kernel(op, err)
+		return nil, asError(op, err)
 	}
 	return n, nil
 }
@@ -407,7 +420,7 @@ func (n *Network) bridgeSysctls() []nsutil.Sysctl {
 
 // natNetwork is the firewall's view of the network.
 func (n *Network) natNetwork() nat.Network {
-	return nat.Network{Bridge: n.cfg.Name, Mode4: n.cfg.GatewayModeIPv4, Mode6: n.cfg.GatewayModeIPv6,
+	return nat.Network{Bridge: n.cfg.Name, Mode4: n.cfg.GatewayModeIPv4.nat(), Mode6: n.cfg.GatewayModeIPv6.nat(),
 		Internal: n.cfg.Internal, SNAT4: n.cfg.HostIPv4, SNAT6: n.cfg.HostIPv6}
 }
 

@@ -127,7 +127,11 @@ func BenchmarkPublishPort(parent *testing.B) {
 	for _, existing := range scales() {
 		parent.Run(name("nat", existing), func(b *testing.B) {
 			w := newWorld(parent, b, existing, "nat+1port")
-			fw := w.d.Firewall()
+			fw, err := nat.Open(w.host.FD(), "") // the driver's table, through a conn of its own
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer fw.Close()
 			var lat latencies
 			b.ResetTimer()
 			for i := range b.N {

@@ -25,7 +25,8 @@ type Fault struct {
 	// Sysctl, instead of a message, refuses the next write of this
 	// sysctl key (e.g. "net.ipv4.ip_forward").
 	Sysctl string
-	// Match, if set, must accept the request.
+	// Match, if set, must accept the request. It runs with the kernel
+	// locked, so it must not call the Kernel's methods.
 	Match func(netlink.Message) bool
 	// Errno is the error, e.g. unix.EEXIST; 0 = EPERM.
 	Errno syscall.Errno

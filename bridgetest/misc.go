@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/mdlayher/netlink"
+	"github.com/nlbridge/bridge/disco"
 	"github.com/nlbridge/bridge/internal/kern"
 	"github.com/nlbridge/bridge/link"
 	"github.com/nlbridge/bridge/nsutil"
@@ -161,7 +162,7 @@ func (a *announcer) Send(rt *netlink.Conn) error {
 		return err
 	}
 	if l.MAC.String() != a.mac.String() {
-		return fmt.Errorf("interface MAC changed: %s is now %s", a.mac, l.MAC)
+		return fmt.Errorf("%w: %s is now %s", disco.ErrMACChanged, a.mac, l.MAC)
 	}
 	a.k.mu.Lock()
 	defer a.k.mu.Unlock()

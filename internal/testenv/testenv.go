@@ -63,6 +63,7 @@ func IP(t testing.TB, ns *nsutil.NS, args ...string) string {
 // name) stay out of what callers parse.
 func run(t testing.TB, cmd string, args ...string) string {
 	t.Helper()
+	Oracle(t, cmd)
 	var stderr strings.Builder
 	c := exec.Command(cmd, args...)
 	c.Stderr = &stderr
@@ -71,6 +72,17 @@ func run(t testing.TB, cmd string, args ...string) string {
 		t.Fatalf("%s %s: %v\n%s%s", cmd, strings.Join(args, " "), err, out, stderr.String())
 	}
 	return string(out)
+}
+
+// Oracle skips the test, with the reason, unless the tool that serves
+// as an independent oracle (ip, nft, conntrack) is installed.
+func Oracle(t testing.TB, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("live test: oracle %s not installed (`make deps` installs it): %v", tool, err)
+		}
+	}
 }
 
 func nsName(ns *nsutil.NS) string { return filepath.Base(ns.Path()) }

@@ -40,6 +40,7 @@ func Outside(t testing.TB, host *nsutil.NS) *nsutil.NS {
 // Nft runs nft(8) inside ns and returns its output.
 func Nft(t testing.TB, ns *nsutil.NS, args ...string) string {
 	t.Helper()
+	Oracle(t, "nft")
 	return run(t, "ip", append([]string{"netns", "exec", nsName(ns), "nft"}, args...)...)
 }
 
@@ -63,5 +64,6 @@ func NoElements(t testing.TB, ns *nsutil.NS, table string) {
 // Conntrack runs conntrack(8) inside ns and returns its output.
 func Conntrack(t testing.TB, ns *nsutil.NS, args ...string) string {
 	t.Helper()
+	Oracle(t, "conntrack")
 	return run(t, "ip", append([]string{"netns", "exec", nsName(ns), "conntrack"}, args...)...)
 }

@@ -54,18 +54,6 @@ type Options struct {
 // (the running kernel) or a *bridgetest.Kernel.
 type Kernel = kern.Kernel
 
-// GatewayMode is a network's gateway mode for one address family; the
-// zero value is NAT.
-type GatewayMode = nat.Mode
-
-// Gateway modes.
-const (
-	NAT            = nat.NAT            // masquerade; from outside only published ports get in
-	NATUnprotected = nat.NATUnprotected // masquerade; routed access from outside allowed
-	Routed         = nat.Routed         // no NAT; outside reaches published ports at the container address, and ICMP
-	Isolated       = nat.Isolated       // no gateway address, no default route, nothing forwarded
-)
-
 // Driver manages bridge networks in one network namespace. It is safe for
 // concurrent use. Close it when done; networks and endpoints stay in the
 // kernel until deleted.
@@ -188,15 +176,10 @@ func (d *Driver) Close() error {
 		case c := <-d.conns:
 			c.Close()
 		default:
-			return d.host.Close()
+			return asError("close driver", d.host.Close())
 		}
 	}
 }
-
-// Firewall is the driver's firewall, or nil with Options.NoFirewall. Use it
-// to inspect or extend the table; networks and endpoints manage their own
-// elements.
-func (d *Driver) Firewall() *nat.Firewall { return d.fw }
 
 // Network returns the network with that bridge name, if this driver made
 // or adopted it.
