@@ -130,6 +130,12 @@ func (d *Driver) watchEvents(kick chan<- struct{}, watching chan<- bool) {
 		watching <- false
 		return
 	}
+	// A change between Open's check and the subscription sent no event
+	// to this socket: check once now.
+	select {
+	case kick <- struct{}{}:
+	default:
+	}
 	d.wg.Go(func() {
 		<-d.ctx.Done()
 		c.Close()
