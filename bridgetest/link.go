@@ -221,7 +221,10 @@ func (k *Kernel) vethPeer(ns *netns, r linkReq, mtu int) (*ifc, *netns, syscall.
 }
 
 func (ns *netns) checkNewName(name string) syscall.Errno {
-	if name == "" || len(name) > 15 || name == "." || name == ".." || strings.ContainsAny(name, "/: \t\n") {
+	if len(name) > 15 {
+		return unix.ERANGE // longer than the attribute policy's IFNAMSIZ-1
+	}
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/: \t\n") {
 		return unix.EINVAL
 	}
 	if ns.byName(name) != nil {
@@ -262,10 +265,7 @@ func (ns *netns) checkMaster(index uint32) (*ifc, syscall.Errno) {
 func (ns *netns) changeLink(l *ifc, r linkReq) syscall.Errno {
 	up := upAfter(l.up, r)
 	rename := r.index != 0 && r.name != nil && *r.name != l.name
-	if rename {
-		if l.up {
-			return unix.EBUSY // a device must be down to be renamed
-		}
+	if rename { // also while up (Linux 6.x renames live devices)
 		if errno := ns.checkNewName(*r.name); errno != 0 {
 			return errno
 		}
@@ -276,7 +276,7 @@ func (ns *netns) changeLink(l *ifc, r linkReq) syscall.Errno {
 		}
 	}
 	if r.alias != nil && len(*r.alias) > maxAlias {
-		return unix.EINVAL
+		return unix.ERANGE
 	}
 	if r.mac != nil && len(r.mac) != 6 {
 		return unix.EINVAL

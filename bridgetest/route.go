@@ -258,8 +258,9 @@ func parseRoute(b []byte) (route, uint8, syscall.Errno) {
 }
 
 // newRoute adds a route through a gateway on an up device, as the kernel
-// checks it: the device exists and is up, the gateway is on one of its
-// connected subnets, and no route with that destination and metric exists.
+// checks it: the gateway is on one of the device's connected subnets (so
+// the device exists and is up), and no route with that destination and
+// metric exists.
 func (ns *netns) newRoute(m netlink.Message) syscall.Errno {
 	r, _, errno := parseRoute(m.Data)
 	if errno != 0 {
@@ -269,13 +270,12 @@ func (ns *netns) newRoute(m netlink.Message) syscall.Errno {
 	switch {
 	case r.oif == 0 && !r.gw.IsValid():
 		return unix.EINVAL
+	case r.gw.IsValid() && !ns.reachable(r.gw, r.oif):
+		return unix.ENETUNREACH // the gateway is looked up first: a missing or down device has no route to it
 	case l == nil:
 		return unix.ENODEV
 	case !l.up:
 		return unix.ENETDOWN
-	}
-	if r.gw.IsValid() && !ns.reachable(r.gw, r.oif) {
-		return unix.ENETUNREACH
 	}
 	if r.metric == 0 && r.dst.Addr().Is6() {
 		r.metric = 1024
