@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 
+	"github.com/nlbridge/bridge/internal/alloc"
 	"github.com/nlbridge/bridge/route"
 )
 
@@ -133,11 +133,7 @@ func (n *Network) reserve(op string, e *Endpoint, cfg EndpointConfig) error {
 	}
 	e.mac = cfg.MAC
 	if e.mac == nil {
-		e.mac = randomMAC()
-		if e.ipv4.IsValid() {
-			a := e.ipv4.Addr().As4()
-			e.mac = net.HardwareAddr{0x02, 0x42, a[0], a[1], a[2], a[3]}
-		}
+		e.mac = alloc.MAC(e.ipv4.Addr())
 	}
 	if n.macs[string(e.mac)] {
 		delete(n.used, e.ipv4.Addr())
@@ -163,19 +159,12 @@ func (n *Network) claim(op, field string, want, gw netip.Prefix) (netip.Prefix, 
 		n.used[want.Addr()] = true
 		return want, nil
 	}
-	subnet := gw.Masked()
-	for a := subnet.Addr().Next(); subnet.Contains(a); a = a.Next() {
-		if a == gw.Addr() || n.used[a] || a == bridgeLinkLocal {
-			continue
-		}
-		p := netip.PrefixFrom(a, gw.Bits())
-		if checkHost(op, field, p, subnet) != nil {
-			break // reached the broadcast address
-		}
-		n.used[a] = true
-		return p, nil
+	p, ok := alloc.Lowest(gw, func(a netip.Addr) bool { return n.used[a] || a == bridgeLinkLocal })
+	if !ok {
+		return netip.Prefix{}, conflict(op, field, gw.Masked(), "no free address left")
 	}
-	return netip.Prefix{}, conflict(op, field, subnet, "no free address left")
+	n.used[p.Addr()] = true
+	return p, nil
 }
 
 // release frees what reserve claimed.

@@ -365,3 +365,15 @@ func TestFakeAnnouncementErrors(t *testing.T) {
 		t.Errorf("a changed MAC was logged: %s", strings.TrimPrefix(log.String(), before))
 	}
 }
+
+// A subnet with no free host address left is ErrConflict on the field.
+func TestFakeSubnetFull(t *testing.T) {
+	f := newFake(t, bridge.Options{})
+	n := f.network(bridge.NetworkConfig{Name: "br0", IPv4: netip.MustParsePrefix("10.9.0.1/30")})
+	if e := f.attach(n, bridge.EndpointConfig{NetNS: f.sandbox("c1")}); e.IPv4().String() != "10.9.0.2/30" {
+		t.Errorf("got %s", e.IPv4())
+	}
+	_, err := n.Attach(f.ctx, bridge.EndpointConfig{NetNS: f.sandbox("c2"), Advertise: &bridge.Advertise{}})
+	isErr(t, err, bridge.ErrConflict)
+	field(t, err, "IPv4")
+}

@@ -1,10 +1,10 @@
 package bridge
 
 import (
-	"fmt"
 	"io"
 	"net/netip"
 
+	"github.com/nlbridge/bridge/internal/hostport"
 	"github.com/nlbridge/bridge/internal/kern"
 )
 
@@ -16,7 +16,7 @@ func (d *Driver) registerPorts(eps []*Endpoint) {
 		e.mu.Lock()
 		for _, p := range e.ports {
 			if !p.Routed {
-				d.registerPort(portKey{p.Proto, p.HostIP, p.HostPort})
+				d.registerPort(portKey{Proto: p.Proto, IP: p.HostIP, Port: p.HostPort})
 			}
 		}
 		e.mu.Unlock()
@@ -28,23 +28,15 @@ func (d *Driver) registerPorts(eps []*Endpoint) {
 // holding it, as Podman's conmon does for its containers, is no
 // conflict). An ephemeral port is chosen by a bind that is closed at once.
 func (d *Driver) claimOnly(t kern.Thread, proto Proto, ip netip.Addr, cands []uint16) (io.Closer, uint16, error) {
-	var last error = errPortTaken
-	for _, port := range cands {
-		if port == 0 {
-			f, got, err := t.BindPort(uint8(proto), ip, 0)
-			if err != nil {
-				last = err
-				continue
-			}
-			if f != nil {
-				f.Close()
-			}
-			port = got
-		}
-		if d.claimPort(portKey{uint8(proto), ip, port}) {
+	bind := func(port uint16) (io.Closer, uint16, error) {
+		if port != 0 {
 			return nil, port, nil
 		}
-		last = fmt.Errorf("%w: published by another endpoint", errPortTaken)
+		f, got, err := t.BindPort(uint8(proto), ip, 0)
+		if f != nil {
+			f.Close()
+		}
+		return nil, got, err
 	}
-	return nil, 0, last
+	return hostport.Hold(cands, bind, func(port uint16) bool { return d.claimPort(portKey{Proto: uint8(proto), IP: ip, Port: port}) })
 }

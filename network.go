@@ -2,16 +2,15 @@ package bridge
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"strconv"
 	"sync"
 
 	"github.com/mdlayher/netlink"
 	"github.com/nlbridge/bridge/addr"
+	"github.com/nlbridge/bridge/internal/alloc"
 	"github.com/nlbridge/bridge/internal/kern"
 	"github.com/nlbridge/bridge/internal/nl"
 	"github.com/nlbridge/bridge/link"
@@ -267,7 +266,7 @@ func (n *Network) setup(op string, c *netlink.Conn) (err error) {
 	case created:
 		pending := n.record()
 		pending.Owner = n.d.self
-		br, err = link.CreateBridge(c, link.BridgeSpec{Name: n.cfg.Name, MTU: n.cfg.MTU, MAC: randomMAC(),
+		br, err = link.CreateBridge(c, link.BridgeSpec{Name: n.cfg.Name, MTU: n.cfg.MTU, MAC: alloc.Random(),
 			Alias: pending.encode()})
 		if err != nil {
 			if br.Index != 0 { // created, but its record was refused
@@ -521,14 +520,6 @@ func (n *Network) deleteLinks(c *netlink.Conn) error {
 	}
 	_, err := nl.ExecIgnoring(c, unix.ENODEV, link.SetAliasMsg(n.index, ""))
 	return err
-}
-
-// randomMAC returns a random locally administered unicast MAC.
-func randomMAC() net.HardwareAddr {
-	m := make(net.HardwareAddr, 6)
-	rand.Read(m)
-	m[0] = m[0]&^1 | 2
-	return m
 }
 
 // dotted writes an interface name as a sysctl key component.

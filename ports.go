@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/netip"
 
+	"github.com/nlbridge/bridge/internal/hostport"
 	"github.com/nlbridge/bridge/internal/kern"
 	"github.com/nlbridge/bridge/nat"
 	"golang.org/x/sys/unix"
@@ -62,18 +63,6 @@ func (m PortMapping) String() string {
 type published struct {
 	nat.Port
 	hold io.Closer // bound socket keeping the host port; nil if routed or not holdable
-}
-
-// portKey identifies a host port for conflict checks.
-type portKey struct {
-	proto uint8
-	ip    netip.Addr // unspecified = all of that family
-	port  uint16
-}
-
-func (k portKey) clashes(o portKey) bool {
-	return k.proto == o.proto && k.port == o.port && k.ip.Is4() == o.ip.Is4() &&
-		(k.ip == o.ip || k.ip.IsUnspecified() || o.ip.IsUnspecified())
 }
 
 func checkPorts(op string, ms []PortMapping) error {
@@ -149,7 +138,7 @@ func (e *Endpoint) publishOne(op string, t kern.Thread, field string, m PortMapp
 			done++
 			continue
 		}
-		hold, port, err := e.n.d.holdPort(t, m.Proto, hip, candidates(m, chosen))
+		hold, port, err := e.n.d.holdPort(t, m.Proto, hip, hostport.Candidates(m.HostPort, m.HostPortEnd, chosen))
 		if err != nil {
 			return &Error{Op: op, Field: field, Value: m.String(), Kind: ErrConflict, Err: err}
 		}
@@ -163,27 +152,8 @@ func (e *Endpoint) publishOne(op string, t kern.Thread, field string, m PortMapp
 	return nil
 }
 
-// candidates lists the host ports to try, 0 meaning an ephemeral one.
-func candidates(m PortMapping, prefer uint16) []uint16 {
-	switch {
-	case m.HostPortEnd != 0:
-		var c []uint16
-		if prefer >= m.HostPort && prefer <= m.HostPortEnd {
-			c = append(c, prefer)
-		}
-		for p := int(m.HostPort); p <= int(m.HostPortEnd); p++ {
-			c = append(c, uint16(p))
-		}
-		return c
-	case m.HostPort != 0:
-		return []uint16{m.HostPort}
-	case prefer != 0:
-		return []uint16{prefer, 0}
-	}
-	return []uint16{0}
-}
-
-var errPortTaken = kern.ErrPortTaken
+// portKey identifies a host port for conflict checks.
+type portKey = hostport.Key
 
 // holdPort takes the first free candidate port: registered in the driver
 // and held by a bound socket (in the calling thread's namespace), so no
@@ -192,23 +162,8 @@ func (d *Driver) holdPort(t kern.Thread, proto Proto, ip netip.Addr, cands []uin
 	if d.noHolds {
 		return d.claimOnly(t, proto, ip, cands)
 	}
-	var last error = errPortTaken
-	for _, port := range cands {
-		f, got, err := t.BindPort(uint8(proto), ip, port)
-		if err != nil {
-			last = err
-			continue
-		}
-		key := portKey{uint8(proto), ip, got}
-		if d.claimPort(key) {
-			return f, got, nil
-		}
-		if f != nil {
-			f.Close()
-		}
-		last = fmt.Errorf("%w: published by another endpoint", errPortTaken)
-	}
-	return nil, 0, last
+	bind := func(port uint16) (io.Closer, uint16, error) { return t.BindPort(uint8(proto), ip, port) }
+	return hostport.Hold(cands, bind, func(port uint16) bool { return d.claimPort(portKey{Proto: uint8(proto), IP: ip, Port: port}) })
 }
 
 // withPublished runs fn (which claims ports) with the host ports that the
@@ -229,7 +184,7 @@ func (d *Driver) withPublished(fn func() error) error {
 		taken := map[portKey]bool{}
 		for _, p := range ports {
 			if !p.Routed {
-				taken[portKey{p.Proto, p.HostIP, p.HostPort}] = true
+				taken[portKey{Proto: p.Proto, IP: p.HostIP, Port: p.HostPort}] = true
 			}
 		}
 		d.portsMu.Lock()
@@ -258,12 +213,12 @@ func (d *Driver) claimPort(k portKey) bool {
 	d.portsMu.Lock()
 	defer d.portsMu.Unlock()
 	for o := range d.ports {
-		if o.clashes(k) {
+		if o.Clashes(k) {
 			return false
 		}
 	}
 	for o := range d.published {
-		if o.clashes(k) {
+		if o.Clashes(k) {
 			return false
 		}
 	}
@@ -285,8 +240,8 @@ func (e *Endpoint) releasePorts() {
 			p.hold.Close()
 		}
 		if !p.Routed {
-			delete(d.ports, portKey{p.Proto, p.HostIP, p.HostPort})
-			delete(d.published, portKey{p.Proto, p.HostIP, p.HostPort})
+			delete(d.ports, portKey{Proto: p.Proto, IP: p.HostIP, Port: p.HostPort})
+			delete(d.published, portKey{Proto: p.Proto, IP: p.HostIP, Port: p.HostPort})
 		}
 	}
 }

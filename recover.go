@@ -283,7 +283,7 @@ func (d *Driver) rehold(eps []*Endpoint) {
 				if p.Routed {
 					continue
 				}
-				d.registerPort(portKey{p.Proto, p.HostIP, p.HostPort})
+				d.registerPort(portKey{Proto: p.Proto, IP: p.HostIP, Port: p.HostPort})
 				if f, _, err := t.BindPort(p.Proto, p.HostIP, p.HostPort); err == nil {
 					p.hold = f
 				}

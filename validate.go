@@ -6,6 +6,7 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/nlbridge/bridge/internal/alloc"
 	"github.com/nlbridge/bridge/nsutil"
 )
 
@@ -78,20 +79,10 @@ func checkHost(op, field string, p, subnet netip.Prefix) error {
 		return invalid(op, field, p, "outside the subnet "+subnet.String())
 	case a == subnet.Addr():
 		return invalid(op, field, p, "is the subnet's network address")
-	case a.Is4() && a == lastAddr(subnet):
+	case a.Is4() && a == alloc.Last(subnet):
 		return invalid(op, field, p, "is the subnet's broadcast address")
 	}
 	return nil
-}
-
-// lastAddr returns the highest address of a prefix.
-func lastAddr(p netip.Prefix) netip.Addr {
-	b := p.Masked().Addr().AsSlice()
-	for i := p.Bits(); i < len(b)*8; i++ {
-		b[i/8] |= 0x80 >> (i % 8)
-	}
-	a, _ := netip.AddrFromSlice(b)
-	return a
 }
 
 // checkMAC validates a caller-supplied MAC address.

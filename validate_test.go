@@ -117,14 +117,6 @@ func TestOpenRejectsNonNamespace(t *testing.T) {
 	}
 }
 
-func TestLastAddr(t *testing.T) {
-	for in, want := range map[string]string{"172.18.0.1/16": "172.18.255.255", "10.0.0.0/30": "10.0.0.3", "fd00::/120": "fd00::ff"} {
-		if got := lastAddr(netip.MustParsePrefix(in)); got.String() != want {
-			t.Errorf("lastAddr(%s) = %s, want %s", in, got, want)
-		}
-	}
-}
-
 func TestAdvertiseOutOfRange(t *testing.T) {
 	n := &Network{cfg: NetworkConfig{Name: "br0", IPv4: netip.MustParsePrefix("172.18.0.1/16")}}
 	for _, adv := range []Advertise{{Count: 4}, {Count: -1}, {Count: 1, Interval: 99 * time.Millisecond}, {Count: 1, Interval: 3 * time.Second}} {
