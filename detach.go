@@ -65,6 +65,9 @@ func (d *Driver) Detach(ctx context.Context, eps ...*Endpoint) error {
 			return invalid("detach", fmt.Sprintf("eps[%d]", i), e.hostName, "an endpoint of another driver")
 		}
 	}
+	if err := ctx.Err(); err != nil {
+		return kernel("detach", err)
+	}
 	var todo []*Endpoint
 	for _, e := range eps {
 		if e.markDetached() {
@@ -252,7 +255,7 @@ func (d *Driver) reclaimLoop() {
 	for {
 		select {
 		case <-d.ctx.Done():
-			d.reclaimNow()
+			d.logReclaim(d.reclaimNow())
 			return
 		case <-d.reclaim:
 		}
@@ -260,7 +263,15 @@ func (d *Driver) reclaimLoop() {
 		case <-d.ctx.Done():
 		case <-time.After(reclaimDelay):
 		}
-		d.reclaimNow()
+		d.logReclaim(d.reclaimNow())
+	}
+}
+
+// logReclaim logs a failed background delete of retired devices (the
+// next one, or the next Open, tries again).
+func (d *Driver) logReclaim(err error) {
+	if err != nil {
+		d.log.Error("nlbridge: deleting detached endpoints' devices", "err", err)
 	}
 }
 

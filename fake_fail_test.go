@@ -2,6 +2,8 @@ package bridge_test
 
 import (
 	"bytes"
+	"context"
+	"log/slog"
 	"net/netip"
 	"strings"
 	"syscall"
@@ -238,4 +240,41 @@ func TestFakeCancelled(t *testing.T) {
 	_, err = bridge.Open(ctx, bridge.Options{Kernel: f.k})
 	isErr(t, err, ctx.Err())
 	same(t, "after cancelled calls", f.k.Dump(), before)
+}
+
+// A context cancelled during an attach (here while the sandbox gets its
+// addresses) stops it before its commit, and it is rolled back.
+func TestFakeAttachCancelledMidway(t *testing.T) {
+	f := newFake(t, bridge.Options{})
+	n := f.network(bridge.NetworkConfig{Name: "br0", IPv4: v4net})
+	box := f.sandbox("c1")
+	before := f.settled()
+	ctx, cancel := context.WithCancel(f.ctx)
+	defer cancel()
+	f.k.FailNext(bridgetest.Fault{Type: unix.RTM_NEWADDR, NetNS: box, Match: func(netlink.Message) bool {
+		cancel() // a hook, not a fault: it never fires
+		return false
+	}})
+	_, err := n.Attach(ctx, bridge.EndpointConfig{NetNS: box, Advertise: &bridge.Advertise{},
+		Ports: []bridge.PortMapping{{Proto: bridge.TCP, HostPort: 8080, ContainerPort: 80}}})
+	isErr(t, err, context.Canceled)
+	same(t, "after the cancelled attach", strip(f.settled(), "lo: <loopback>"), strip(before, "lo: <loopback>"))
+	isErr(t, f.d.Detach(ctx, f.attach(n, bridge.EndpointConfig{NetNS: box})), context.Canceled)
+}
+
+// A background delete of retired devices that the kernel refuses is
+// logged; the next one deletes them.
+func TestFakeReclaimFailureLogged(t *testing.T) {
+	var log syncBuffer
+	f := newFake(t, bridge.Options{Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	n := f.network(bridge.NetworkConfig{Name: "br0", IPv4: v4net})
+	box := f.sandbox("c1")
+	e := f.attach(n, bridge.EndpointConfig{NetNS: box})
+	f.k.FailNext(bridgetest.Fault{Type: unix.RTM_DELLINK, Errno: unix.EBUSY})
+	if err := e.Detach(f.ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the failure in the log", func() bool { return strings.Contains(log.String(), "device or resource busy") })
+	f.attach(n, bridge.EndpointConfig{NetNS: f.sandbox("c2")}).Detach(f.ctx) // another retirement: the next delete
+	eventually(t, "both pairs deleted", func() bool { return len(f.links(box)) == 1 && len(f.links("/run/netns/c2")) == 1 })
 }

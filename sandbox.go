@@ -95,6 +95,9 @@ func (e *Endpoint) create(ctx context.Context, op string, ns kern.NS, cfg Endpoi
 		if err := e.configure(op, t, sc, cfg, routes); err != nil {
 			return err
 		}
+		if err := ctx.Err(); err != nil {
+			return kernel(op, err)
+		}
 		if len(cfg.Ports) > 0 {
 			if err := t.Enter(n.d.host); err != nil {
 				return kernel(op, err)
