@@ -123,9 +123,14 @@ func Open(ctx context.Context, opts Options) (*Driver, error) {
 	d.wg.Go(d.reclaimLoop)
 	if !opts.NoFirewall {
 		var nc *nftables.Conn
+		var raw *netlink.Conn
 		if nc, err = ns.NFTables(); err == nil {
-			d.fw = nat.FromConn(nc, opts.Table)
-			d.ct, err = ns.Dial(unix.NETLINK_NETFILTER)
+			if raw, err = ns.Dial(unix.NETLINK_NETFILTER); err == nil {
+				d.fw = nat.FromConn(nc, raw, opts.Table)
+				d.ct, err = ns.Dial(unix.NETLINK_NETFILTER)
+			} else {
+				nc.CloseLasting()
+			}
 		}
 		if err != nil {
 			d.Close()

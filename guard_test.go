@@ -38,7 +38,7 @@ func guardedNet(t *testing.T, log *[]string) *Network {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fw, err := nat.New(c, "t")
+	fw, err := nat.New(c, r.Dial(), "t")
 	if err != nil {
 		t.Fatal(err)
 	}

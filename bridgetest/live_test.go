@@ -8,6 +8,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -206,8 +207,17 @@ func kernelSteps() []kernelStep {
 		{"addrgenmode none", func(e kernelEnv) error { return exec(e.box, link.AddrGenModeNoneMsg(veth)) }},
 		{"group, alias and up", func(e kernelEnv) error { return exec(e.host, link.SetMsg(br, true, 9, "nlbridge/1 net")) }},
 		{"route to ff02::1 through the sandbox end", func(e kernelEnv) error {
-			_, err := route.Get(e.box, netip.IPv6LinkLocalAllNodes(), veth)
-			return err
+			// The kernel adds the sandbox end's multicast route when the
+			// carrier comes up, which linkwatch reports asynchronously
+			// (up to a second later): poll for it.
+			deadline := time.Now().Add(3 * time.Second)
+			for {
+				_, err := route.Get(e.box, netip.IPv6LinkLocalAllNodes(), veth)
+				if err == nil || time.Now().After(deadline) {
+					return err
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
 		}},
 		{"compare", nil},
 		{"retire the host end", func(e kernelEnv) error {

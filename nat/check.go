@@ -7,12 +7,14 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/userdata"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Every rule carries a comment with a hash of what it should be (its chain,
 // position and expressions), so Check can tell a table as this package
-// builds it from one that was changed, with one dump per chain and without
-// decoding expressions back.
+// builds it from one that was changed, with one rule dump per table and
+// without decoding expressions back.
 
 // udataRuleComment is NFTNL_UDATA_RULE_COMMENT (libnftnl's udata.h), which
 // nft(8) prints as the rule's comment.
@@ -91,25 +93,71 @@ func (f *Firewall) check(t *nftables.Table, want []*nftables.Set, tcs []taggedCh
 	if len(chainsHave) != len(tcs) {
 		return false, nil
 	}
+	rules, err := f.tableRules(t)
+	if err != nil {
+		return false, err
+	}
 	for _, tc := range tcs {
 		c := chainsHave[tc.c.Name]
 		if c == nil || !sameHook(c, tc.c) {
 			return false, nil
 		}
-		rules, err := f.c.GetRules(t, c)
-		if err != nil {
-			return false, err
-		}
-		if len(rules) != len(tc.tags) {
+		have := rules[tc.c.Name]
+		if len(have) != len(tc.tags) {
 			return false, nil
 		}
-		for i, r := range rules {
-			if !bytes.Equal(r.UserData, tc.tags[i]) {
+		for i, tag := range have {
+			if !bytes.Equal(tag, tc.tags[i]) {
 				return false, nil
 			}
 		}
 	}
 	return true, nil
+}
+
+// tableRules reads the tags (userdata) of the rules of table t, in order,
+// per chain name: one dump for the table, where google/nftables reads one
+// chain at a time.
+func (f *Firewall) tableRules(t *nftables.Table) (map[string][][]byte, error) {
+	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{
+		{Type: unix.NFTA_RULE_TABLE, Data: []byte(t.Name + "\x00")},
+	})
+	if err != nil {
+		return nil, err
+	}
+	msgs, err := f.raw.Execute(netlink.Message{
+		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETRULE),
+			Flags: netlink.Request | netlink.Dump},
+		Data: append([]byte{byte(t.Family), unix.NFNETLINK_V0, 0, 0}, attrs...), // nfgenmsg
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list rules of %s: %w", t.Name, err)
+	}
+	out := map[string][][]byte{}
+	for _, m := range msgs {
+		if len(m.Data) < 4 || m.Data[0] != byte(t.Family) {
+			continue
+		}
+		ad, err := netlink.NewAttributeDecoder(m.Data[4:])
+		if err != nil {
+			return nil, fmt.Errorf("decode rule: %w", err)
+		}
+		var chain string
+		tag := []byte{}
+		for ad.Next() {
+			switch ad.Type() {
+			case unix.NFTA_RULE_CHAIN:
+				chain = ad.String()
+			case unix.NFTA_RULE_USERDATA:
+				tag = ad.Bytes()
+			}
+		}
+		if err := ad.Err(); err != nil {
+			return nil, fmt.Errorf("decode rule: %w", err)
+		}
+		out[chain] = append(out[chain], tag)
+	}
+	return out, nil
 }
 
 func sameHook(a, b *nftables.Chain) bool {

@@ -20,6 +20,7 @@ import (
 	"sync"
 
 	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -30,6 +31,7 @@ const DefaultTable = "nlbridge"
 type Firewall struct {
 	mu   sync.Mutex // one batch at a time: the conn buffers messages until Flush
 	c    *nftables.Conn
+	raw  *netlink.Conn // NETLINK_NETFILTER, for Check's dumps that google/nftables lacks
 	t    *nftables.Table
 	bt   *nftables.Table // the guard: bridge family, same name (guard.go)
 	sets map[string]*nftables.Set
@@ -43,32 +45,38 @@ func Open(fd int, table string) (*Firewall, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nftables: %w", err)
 	}
-	return newFirewall(c, table), nil
+	raw, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: fd})
+	if err != nil {
+		c.CloseLasting()
+		return nil, fmt.Errorf("nftables: %w", err)
+	}
+	return newFirewall(c, raw, table), nil
 }
 
 // FromConn returns the firewall of the named table ("" = DefaultTable) on
-// c, an nftables conn, without touching the kernel; Close closes c.
-func FromConn(c *nftables.Conn, table string) *Firewall {
-	return newFirewall(c, table)
+// c, an nftables conn, and raw, a NETLINK_NETFILTER conn of the same
+// namespace, without touching the kernel; Close closes both.
+func FromConn(c *nftables.Conn, raw *netlink.Conn, table string) *Firewall {
+	return newFirewall(c, raw, table)
 }
 
-// New builds empty tables over an existing conn (for tests, one made with
-// nftables.WithTestDial), replacing any tables of that name.
-func New(c *nftables.Conn, table string) (*Firewall, error) {
-	f := newFirewall(c, table)
+// New builds empty tables over existing conns (for tests, made with
+// nftables.WithTestDial and nltest), replacing any tables of that name.
+func New(c *nftables.Conn, raw *netlink.Conn, table string) (*Firewall, error) {
+	f := newFirewall(c, raw, table)
 	if err := f.Rebuild(nil, nil, nil); err != nil {
 		return nil, err
 	}
 	return f, nil
 }
 
-func newFirewall(c *nftables.Conn, table string) *Firewall {
+func newFirewall(c *nftables.Conn, raw *netlink.Conn, table string) *Firewall {
 	if table == "" {
 		table = DefaultTable
 	}
 	t := &nftables.Table{Name: table, Family: nftables.TableFamilyINet}
 	bt := &nftables.Table{Name: table, Family: nftables.TableFamilyBridge}
-	f := &Firewall{c: c, t: t, bt: bt, sets: map[string]*nftables.Set{}}
+	f := &Firewall{c: c, raw: raw, t: t, bt: bt, sets: map[string]*nftables.Set{}}
 	for _, s := range append(sets(t), guardSets(bt)...) {
 		f.sets[s.Name] = s
 	}
@@ -124,7 +132,7 @@ func (f *Firewall) Table() string { return f.t.Name }
 
 // Close closes the netlink socket. The table stays, as iptables rules stay
 // when a daemon stops; a later Open replaces it.
-func (f *Firewall) Close() error { return f.c.CloseLasting() }
+func (f *Firewall) Close() error { return errors.Join(f.c.CloseLasting(), f.raw.Close()) }
 
 // Remove deletes the tables and everything in them.
 func (f *Firewall) Remove() error {

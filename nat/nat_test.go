@@ -24,7 +24,7 @@ func fake(t *testing.T) (*nat.Firewall, *nltestutil.Recorder) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := nat.New(c, "t")
+	f, err := nat.New(c, r.Dial(), "t")
 	if err != nil {
 		t.Fatal(err)
 	}
