@@ -16,10 +16,12 @@ import (
 	"github.com/mdlayher/netlink/nlenc"
 )
 
-// Dump prints the ruleset in nft's layout (tables, sets and maps with
-// their elements, chains with their hooks), each rule as its expressions
-// ("r1 = meta nfproto; r1 == 02; ..."), with its comment. It reads the
-// state through google/nftables' own decoders, as the driver does.
+// Dump prints the ruleset as `nft list ruleset` does (tables, sets and
+// maps with their elements, chains with their hooks and rules), each line
+// after indent. Rules are in nft's syntax for the expressions nlbridge
+// uses; any other expression is printed in brackets in register form. It
+// reads the state through google/nftables' own decoders, as the driver
+// does.
 func (s *State) Dump(indent string) string {
 	c, err := nftables.New(nftables.WithTestDial(s.answer))
 	if err != nil {
@@ -31,12 +33,20 @@ func (s *State) Dump(indent string) string {
 		fmt.Fprintf(&b, format, args...)
 		b.WriteString("\n")
 	}
+	blocks := 0 // of the table so far: a blank line between blocks
+	block := func() {
+		if blocks > 0 {
+			b.WriteString("\n")
+		}
+		blocks++
+	}
 	tables, err := c.ListTables()
 	if err != nil {
 		p(0, "# list tables: %v", err)
 	}
 	for _, t := range tables {
 		p(0, "table %s %s {", family(t.Family), t.Name)
+		blocks = 0
 		sets, err := c.GetSets(t)
 		if err != nil {
 			p(1, "# sets: %v", err)
@@ -46,6 +56,7 @@ func (s *State) Dump(indent string) string {
 			if st.IsMap {
 				kind, typ = "map", typ+" : "+st.DataType.Name
 			}
+			block()
 			p(1, "%s %s {", kind, st.Name)
 			p(2, "type %s", typ)
 			if st.Interval {
@@ -72,6 +83,7 @@ func (s *State) Dump(indent string) string {
 			if ch.Table.Name != t.Name {
 				continue
 			}
+			block()
 			p(1, "chain %s {", ch.Name)
 			if ch.Hooknum != nil {
 				policy := "accept"
@@ -82,18 +94,14 @@ func (s *State) Dump(indent string) string {
 				if ch.Priority != nil {
 					prio = int32(*ch.Priority)
 				}
-				p(2, "type %s hook %s priority %d; policy %s;", ch.Type, hook(*ch.Hooknum), prio, policy)
+				p(2, "type %s hook %s priority %s; policy %s;", ch.Type, hook(*ch.Hooknum), priority(t.Family, *ch.Hooknum, prio), policy)
 			}
 			rules, err := c.GetRules(t, ch)
 			if err != nil {
 				p(2, "# rules: %v", err)
 			}
 			for _, r := range rules {
-				parts := make([]string, len(r.Exprs))
-				for i, e := range r.Exprs {
-					parts[i] = exprString(e)
-				}
-				line := strings.Join(parts, "; ")
+				line := ruleString(t.Family, r.Exprs)
 				if comment, ok := userdata.GetString(r.UserData, userdata.TypeComment); ok {
 					line += fmt.Sprintf(" comment %q", comment)
 				}
