@@ -67,11 +67,14 @@ func (s *State) Dump(indent string) string {
 				p(2, "# elements: %v", err)
 			}
 			if len(els) > 0 {
-				var items []string
-				for _, e := range els {
-					items = append(items, element(st, e))
+				var list strings.Builder
+				for i, e := range els {
+					if i > 0 {
+						list.WriteString(delim(st, i, indent))
+					}
+					list.WriteString(element(st, e))
 				}
-				p(2, "elements = { %s }", strings.Join(items, ",\n"+indent+"\t\t\t     "))
+				p(2, "elements = { %s }", list.String())
 			}
 			p(1, "}")
 		}
@@ -163,6 +166,22 @@ func hook(h nftables.ChainHook) string {
 		return names[h]
 	}
 	return fmt.Sprint(h)
+}
+
+// delim goes before element i as nft puts it: addresses two to a line,
+// numbers on one line, anything else (names, concatenations) one per line.
+func delim(st *nftables.Set, i int, indent string) string {
+	newline := ",\n" + indent + "\t\t\t     "
+	switch st.KeyType.Name {
+	case nftables.TypeIPAddr.Name, nftables.TypeIP6Addr.Name:
+		if i%2 == 0 {
+			return newline
+		}
+		return ", "
+	case nftables.TypeInetService.Name, nftables.TypeInetProto.Name:
+		return ", "
+	}
+	return newline
 }
 
 // element prints an element by the set's key and data types.
