@@ -9,7 +9,7 @@ import (
 
 // Dump prints every namespace, in creation order (removed ones too): its
 // links, addresses and routes (as ip(8) lists them), its sysctls and its
-// nf_tables ruleset (as nft(8) lists it, each rule as its expressions).
+// nf_tables ruleset (as `nft list ruleset` prints it).
 // The output is deterministic for a given state; names and MACs that the
 // driver chooses at random (host veth ends, bridge MACs, generated IDs)
 // vary from run to run.

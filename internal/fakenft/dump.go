@@ -16,10 +16,12 @@ import (
 	"github.com/mdlayher/netlink/nlenc"
 )
 
-// Dump prints the ruleset in nft's layout (tables, sets and maps with
-// their elements, chains with their hooks), each rule as its expressions
-// ("r1 = meta nfproto; r1 == 02; ..."), with its comment. It reads the
-// state through google/nftables' own decoders, as the driver does.
+// Dump prints the ruleset as `nft list ruleset` does (tables, sets and
+// maps with their elements, chains with their hooks and rules), each line
+// after indent. Rules are in nft's syntax for the expressions nlbridge
+// uses; any other expression is printed in brackets in register form. It
+// reads the state through google/nftables' own decoders, as the driver
+// does.
 func (s *State) Dump(indent string) string {
 	c, err := nftables.New(nftables.WithTestDial(s.answer))
 	if err != nil {
@@ -31,12 +33,20 @@ func (s *State) Dump(indent string) string {
 		fmt.Fprintf(&b, format, args...)
 		b.WriteString("\n")
 	}
+	blocks := 0 // of the table so far: a blank line between blocks
+	block := func() {
+		if blocks > 0 {
+			b.WriteString("\n")
+		}
+		blocks++
+	}
 	tables, err := c.ListTables()
 	if err != nil {
 		p(0, "# list tables: %v", err)
 	}
 	for _, t := range tables {
 		p(0, "table %s %s {", family(t.Family), t.Name)
+		blocks = 0
 		sets, err := c.GetSets(t)
 		if err != nil {
 			p(1, "# sets: %v", err)
@@ -46,6 +56,7 @@ func (s *State) Dump(indent string) string {
 			if st.IsMap {
 				kind, typ = "map", typ+" : "+st.DataType.Name
 			}
+			block()
 			p(1, "%s %s {", kind, st.Name)
 			p(2, "type %s", typ)
 			if st.Interval {
@@ -56,11 +67,14 @@ func (s *State) Dump(indent string) string {
 				p(2, "# elements: %v", err)
 			}
 			if len(els) > 0 {
-				var items []string
-				for _, e := range els {
-					items = append(items, element(st, e))
+				var list strings.Builder
+				for i, e := range els {
+					if i > 0 {
+						list.WriteString(delim(st, i, indent))
+					}
+					list.WriteString(element(st, e))
 				}
-				p(2, "elements = { %s }", strings.Join(items, ",\n"+indent+"\t\t\t     "))
+				p(2, "elements = { %s }", list.String())
 			}
 			p(1, "}")
 		}
@@ -72,6 +86,7 @@ func (s *State) Dump(indent string) string {
 			if ch.Table.Name != t.Name {
 				continue
 			}
+			block()
 			p(1, "chain %s {", ch.Name)
 			if ch.Hooknum != nil {
 				policy := "accept"
@@ -82,18 +97,14 @@ func (s *State) Dump(indent string) string {
 				if ch.Priority != nil {
 					prio = int32(*ch.Priority)
 				}
-				p(2, "type %s hook %s priority %d; policy %s;", ch.Type, hook(*ch.Hooknum), prio, policy)
+				p(2, "type %s hook %s priority %s; policy %s;", ch.Type, hook(*ch.Hooknum), priority(t.Family, *ch.Hooknum, prio), policy)
 			}
 			rules, err := c.GetRules(t, ch)
 			if err != nil {
 				p(2, "# rules: %v", err)
 			}
 			for _, r := range rules {
-				parts := make([]string, len(r.Exprs))
-				for i, e := range r.Exprs {
-					parts[i] = exprString(e)
-				}
-				line := strings.Join(parts, "; ")
+				line := ruleString(t.Family, r.Exprs)
 				if comment, ok := userdata.GetString(r.UserData, userdata.TypeComment); ok {
 					line += fmt.Sprintf(" comment %q", comment)
 				}
@@ -155,6 +166,22 @@ func hook(h nftables.ChainHook) string {
 		return names[h]
 	}
 	return fmt.Sprint(h)
+}
+
+// delim goes before element i as nft puts it: addresses two to a line,
+// numbers on one line, anything else (names, concatenations) one per line.
+func delim(st *nftables.Set, i int, indent string) string {
+	newline := ",\n" + indent + "\t\t\t     "
+	switch st.KeyType.Name {
+	case nftables.TypeIPAddr.Name, nftables.TypeIP6Addr.Name:
+		if i%2 == 0 {
+			return newline
+		}
+		return ", "
+	case nftables.TypeInetService.Name, nftables.TypeInetProto.Name:
+		return ", "
+	}
+	return newline
 }
 
 // element prints an element by the set's key and data types.
