@@ -7,6 +7,7 @@ import (
 
 	"github.com/nlbridge/bridge/bridgetest"
 	"github.com/nlbridge/bridge/nat"
+	"golang.org/x/sys/unix"
 )
 
 // The fake prints the firewall's tables exactly as nft(8) lists them from
@@ -22,7 +23,11 @@ func TestDumpIsNftsListing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fw := nat.FromConn(c, "")
+	raw, err := ns.Dial(unix.NETLINK_NETFILTER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fw := nat.FromConn(c, raw, "")
 	defer fw.Close()
 	if err := fw.Rebuild(nil, nil, nil); err != nil {
 		t.Fatal(err)
