@@ -71,4 +71,12 @@
 // # Concurrency
 //
 // Driver, Network and Endpoint are safe for concurrent use.
+//
+// # Testing
+//
+// Code that uses this package can be tested without root: open the
+// Driver with Options.Kernel set to a bridgetest.Kernel, an in-memory
+// kernel that answers the driver's netlink messages as the kernel does
+// and prints its state (links, addresses, routes, the nft ruleset) with
+// Dump. The examples of this package run on it.
 package bridge

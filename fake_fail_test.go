@@ -278,3 +278,37 @@ func TestFakeReclaimFailureLogged(t *testing.T) {
 	f.attach(n, bridge.EndpointConfig{NetNS: f.sandbox("c2")}).Detach(f.ctx) // another retirement: the next delete
 	eventually(t, "both pairs deleted", func() bool { return len(f.links(box)) == 1 && len(f.links("/run/netns/c2")) == 1 })
 }
+
+// The sandbox dies in the middle of an attach (while its interface gets
+// its addresses): the attach fails and leaves nothing in the host.
+func TestFakeSandboxGoneDuringAttach(t *testing.T) {
+	f := newFake(t, bridge.Options{})
+	n := f.network(bridge.NetworkConfig{Name: "br0", IPv4: v4net, IPv6: v6net})
+	box := f.sandbox("c1")
+	before := f.settled()
+	f.k.FailNext(bridgetest.Fault{Type: unix.RTM_NEWADDR, NetNS: box, Hook: func() { f.k.RemoveNS(box) }})
+	_, err := n.Attach(f.ctx, bridge.EndpointConfig{NetNS: box, Advertise: &bridge.Advertise{},
+		Ports: []bridge.PortMapping{{Proto: bridge.TCP, HostPort: 8080, ContainerPort: 80}}})
+	isErr(t, err, unix.ENODEV)
+	same(t, "after the sandbox died", strip(f.settled(), "lo: <loopback>"),
+		strip(strings.Replace(before, "netns "+box, "netns "+box+" (removed)", 1), "lo: <loopback>"))
+	if eps := n.Endpoints(); len(eps) != 0 {
+		t.Errorf("endpoints %v", eps)
+	}
+}
+
+// The sandbox dies in the middle of a detach: the detach succeeds, and
+// nothing is left.
+func TestFakeSandboxGoneDuringDetach(t *testing.T) {
+	f := newFake(t, bridge.Options{})
+	n := f.network(bridge.NetworkConfig{Name: "br0", IPv4: v4net})
+	box := f.sandbox("c1")
+	before := noResidue(f.k.DumpNS(""))
+	e := f.attach(n, bridge.EndpointConfig{NetNS: box, Ports: []bridge.PortMapping{{Proto: bridge.TCP, HostPort: 8080, ContainerPort: 80}}})
+	f.k.FailNext(bridgetest.Fault{Type: unix.RTM_NEWLINK, NetNS: box, Hook: func() { f.k.RemoveNS(box) }})
+	if err := e.Detach(f.ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.settled()
+	same(t, "host after the detach", noResidue(f.k.DumpNS("")), before)
+}

@@ -28,14 +28,20 @@ type Fault struct {
 	// Match, if set, must accept the request. It runs with the kernel
 	// locked, so it must not call the Kernel's methods.
 	Match func(netlink.Message) bool
-	// Errno is the error, e.g. unix.EEXIST; 0 = EPERM.
+	// Errno is the error, e.g. unix.EEXIST; 0 = EPERM, or none with Hook.
 	Errno syscall.Errno
+	// Hook, if set, runs when the fault fires, with the kernel unlocked
+	// (it may call the Kernel's methods, e.g. RemoveNS): before the
+	// request is applied, or for an nf_tables or conntrack request after
+	// it. With Errno 0 the request then goes on as usual, so a hook is a
+	// way to make something happen at an exact point of an operation.
+	Hook func()
 }
 
 // FailNext makes the next request matching f fail with f.Errno. Faults
 // fire once each, in the order they were added.
 func (k *Kernel) FailNext(f Fault) {
-	if f.Errno == 0 {
+	if f.Errno == 0 && f.Hook == nil {
 		f.Errno = unix.EPERM
 	}
 	k.mu.Lock()
@@ -43,7 +49,8 @@ func (k *Kernel) FailNext(f Fault) {
 	k.faults = append(k.faults, &f)
 }
 
-// fault takes the first fault matching the request. Must hold k.mu.
+// fault takes the first fault matching the request and returns its
+// errno; its hook, if any, is queued on k.hooks. Must hold k.mu.
 func (k *Kernel) fault(ns *netns, m netlink.Message, sysctl string) syscall.Errno {
 	for i, f := range k.faults {
 		switch {
@@ -54,6 +61,9 @@ func (k *Kernel) fault(ns *netns, m netlink.Message, sysctl string) syscall.Errn
 			continue
 		}
 		k.faults = append(k.faults[:i], k.faults[i+1:]...)
+		if f.Hook != nil {
+			k.hooks = append(k.hooks, f.Hook)
+		}
 		return f.Errno
 	}
 	return 0
@@ -97,12 +107,15 @@ func (k *Kernel) handle(ns *netns, family int, reqs []netlink.Message) []netlink
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if family == unix.NETLINK_NETFILTER {
-		return k.netfilter(ns, reqs)
+		out := k.netfilter(ns, reqs)
+		k.runHooks()
+		return out
 	}
 	var out []netlink.Message
 	for _, m := range reqs {
 		var answers []netlink.Message
 		errno := k.fault(ns, m, "")
+		k.runHooks()
 		if errno == 0 {
 			answers, errno = k.rtnl(ns, m)
 		}
@@ -137,4 +150,15 @@ func dump(parts []netlink.Message) []netlink.Message {
 		parts[i].Header.Flags |= netlink.Multi
 	}
 	return append(parts, netlink.Message{Header: netlink.Header{Type: netlink.Done, Flags: netlink.Multi}, Data: make([]byte, 4)})
+}
+
+// runHooks runs the queued hooks with k.mu released. Must hold k.mu.
+func (k *Kernel) runHooks() {
+	for len(k.hooks) > 0 {
+		h := k.hooks[0]
+		k.hooks = k.hooks[1:]
+		k.mu.Unlock()
+		h()
+		k.mu.Lock()
+	}
 }

@@ -57,6 +57,7 @@ type Kernel struct {
 	nextFD  int
 	nextIno uint64
 	faults  []*Fault
+	hooks   []func()     // of faults that fired, to run unlocked
 	pids    map[int]bool // processes that opened drivers: alive?
 	nextPID int
 	locks   map[nsutil.ID]*lockState

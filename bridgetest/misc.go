@@ -31,7 +31,9 @@ func (k *Kernel) writeSysctl(ns *netns, s nsutil.Sysctl) error {
 	fail := func(errno syscall.Errno) error {
 		return fmt.Errorf("sysctl %s=%s: %w", s.Key, s.Value, &os.PathError{Op: "open", Path: p, Err: errno})
 	}
-	if errno := k.fault(ns, netlink.Message{}, s.Key); errno != 0 {
+	errno := k.fault(ns, netlink.Message{}, s.Key)
+	k.runHooks()
+	if errno != 0 {
 		return fail(errno)
 	}
 	parts := strings.Split(strings.TrimPrefix(p, "/proc/sys/net/"), "/")
