@@ -48,11 +48,14 @@ type Options struct {
 	Kernel Kernel
 }
 
-// Kernel is what a Driver works on: namespaces, their netlink conns, and
-// the few operations that are not netlink messages (sysctls, sockets, the
-// host lock, process liveness). Only this module implements it: use nil
-// (the running kernel) or a *bridgetest.Kernel.
-type Kernel = kern.Kernel
+// Kernel is a kernel a Driver can work on instead of the running one:
+// its namespaces, their netlink conns, and the few operations that are
+// not netlink messages (sysctls, sockets, the host lock, process
+// liveness). Only this module implements it (*bridgetest.Kernel).
+type Kernel interface {
+	// System is the kernel's implementation, for this package.
+	System() kern.Kernel
+}
 
 // Driver manages bridge networks in one network namespace. It is safe for
 // concurrent use. Close it when done; networks and endpoints stay in the
@@ -95,9 +98,9 @@ func Open(ctx context.Context, opts Options) (*Driver, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, kernel(op, err)
 	}
-	k := opts.Kernel
-	if k == nil {
-		k = kern.Real{}
+	var k kern.Kernel = kern.Real{}
+	if opts.Kernel != nil {
+		k = opts.Kernel.System()
 	}
 	ns, err := k.OpenNS(opts.NetNS)
 	if err != nil {

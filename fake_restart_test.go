@@ -1,8 +1,11 @@
 package bridge_test
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/nlbridge/bridge"
@@ -186,4 +189,67 @@ func TestFakeFirewallRestore(t *testing.T) {
 	}
 	f.open(bridge.Options{})
 	same(t, "after Open", strip(f.k.DumpNS(""), "bound"), strip(want, "bound"))
+}
+
+// A sandbox that died took its veth pair with it; GC removes what is
+// left of its endpoint: port and guard elements, the held port, its
+// conntrack entries.
+func TestFakeGCAfterSandboxDied(t *testing.T) {
+	f := newFake(t, bridge.Options{})
+	n := f.network(bridge.NetworkConfig{Name: "br0", IPv4: v4net})
+	box := f.sandbox("c1")
+	before := noResidue(f.k.DumpNS(""))
+	e := f.attach(n, bridge.EndpointConfig{NetNS: box, Ports: []bridge.PortMapping{{Proto: bridge.TCP, HostPort: 8080, ContainerPort: 80}}})
+	if err := f.k.RemoveNS(box); err != nil {
+		t.Fatal(err)
+	}
+	host := f.k.DumpNS("")
+	lacks(t, host, e.HostIfName()+": <veth>") // the pair went with the sandbox
+	has(t, host, "tcp . 8080 : 172.18.0.2 . 80", `"`+e.HostIfName()+`" . 172.18.0.2`)
+	flushes := len(f.k.Flushes(""))
+	if err := f.d.GC(f.ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	same(t, "after GC", noResidue(f.k.DumpNS("")), before)
+	has(t, strings.Join(f.k.Flushes("")[flushes:], "\n"), "flush reply src 172.18.0.2", "flush orig src 172.18.0.2")
+	if eps := n.Endpoints(); len(eps) != 0 {
+		t.Errorf("endpoints after GC: %v", eps)
+	}
+}
+
+// Two processes attaching at once on one network: distinct addresses
+// and MACs for all, under the host lock (run with -race).
+func TestFakeConcurrentAttaches(t *testing.T) {
+	f := newFake(t, bridge.Options{})
+	d2 := f.open(bridge.Options{})
+	f.network(bridge.NetworkConfig{Name: "br0", IPv4: v4net})
+	var nets []*bridge.Network
+	for _, d := range []*bridge.Driver{f.d, d2} {
+		ns := d.Networks()
+		if len(ns) != 1 {
+			t.Fatalf("networks %v", ns)
+		}
+		nets = append(nets, ns[0])
+	}
+	const each = 8
+	var mu sync.Mutex
+	addrs, macs := map[string]bool{}, map[string]bool{}
+	var wg sync.WaitGroup
+	for i := range 2 * each {
+		box := f.sandbox(fmt.Sprintf("c%d", i))
+		wg.Go(func() {
+			e, err := nets[i%2].Attach(f.ctx, bridge.EndpointConfig{NetNS: box, Advertise: &bridge.Advertise{}})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			addrs[e.IPv4().String()], macs[e.MAC().String()] = true, true
+		})
+	}
+	wg.Wait()
+	if len(addrs) != 2*each || len(macs) != 2*each {
+		t.Errorf("%d addresses and %d MACs for %d endpoints", len(addrs), len(macs), 2*each)
+	}
 }

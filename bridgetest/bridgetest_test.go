@@ -39,7 +39,7 @@ func dial(t *testing.T, k *bridgetest.Kernel, path string) *netlink.Conn {
 
 func open(t *testing.T, k *bridgetest.Kernel, path string) kern.NS {
 	t.Helper()
-	ns, err := k.OpenNS(path)
+	ns, err := k.System().OpenNS(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,7 +288,7 @@ func TestRemoveNS(t *testing.T) {
 	if err := k.RemoveNS("/run/netns/c1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := k.OpenNS("/run/netns/c1"); !errors.Is(err, os.ErrNotExist) {
+	if _, err := k.System().OpenNS("/run/netns/c1"); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("open a removed namespace: %v", err)
 	}
 	if l, _ := link.List(c); len(l) != 1 {
@@ -303,23 +303,23 @@ func TestRemoveNS(t *testing.T) {
 // excludes and keeps its bytes.
 func TestProcessesAndLocks(t *testing.T) {
 	k := bridgetest.New()
-	pid := k.Self()
-	if k.StartTime(pid) == 0 || k.StartTime(pid+1) != 0 {
+	pid := k.System().Self()
+	if k.System().StartTime(pid) == 0 || k.System().StartTime(pid+1) != 0 {
 		t.Error("a new process is not alive, or an unknown one is")
 	}
 	k.Kill()
-	if k.StartTime(pid) != 0 {
+	if k.System().StartTime(pid) != 0 {
 		t.Error("a killed process is alive")
 	}
 	id := open(t, k, "").ID()
-	l, err := k.Lock(id)
+	l, err := k.System().Lock(id)
 	if err != nil {
 		t.Fatal(err)
 	}
 	l.WriteAt([]byte("12345678"), 0)
 	got := make(chan []byte)
 	go func() {
-		l2, _ := k.Lock(id)
+		l2, _ := k.System().Lock(id)
 		b := make([]byte, 8)
 		l2.ReadAt(b, 0)
 		l2.Close()

@@ -146,8 +146,17 @@ func (k *Kernel) Kill() {
 	}
 }
 
+// system is the Kernel as package bridge uses it (kern.Kernel): the
+// methods a driver calls, kept out of the Kernel's own API.
+type system struct{ k *Kernel }
+
+// System is the kernel for package bridge (Options.Kernel); tests have no
+// use for it.
+func (k *Kernel) System() kern.Kernel { return system{k} }
+
 // OpenNS implements the seam: the namespace at path ("" = HostNS).
-func (k *Kernel) OpenNS(path string) (kern.NS, error) {
+func (s system) OpenNS(path string) (kern.NS, error) {
+	k := s.k
 	if path == "" {
 		path = HostNS
 	}
@@ -163,7 +172,8 @@ func (k *Kernel) OpenNS(path string) (kern.NS, error) {
 }
 
 // Self implements the seam: every driver opened is a process of its own.
-func (k *Kernel) Self() int {
+func (s system) Self() int {
+	k := s.k
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.nextPID++
@@ -172,7 +182,8 @@ func (k *Kernel) Self() int {
 }
 
 // StartTime implements the seam: 1 for a live process, 0 otherwise.
-func (k *Kernel) StartTime(pid int) uint64 {
+func (s system) StartTime(pid int) uint64 {
+	k := s.k
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.pids[pid] {
@@ -188,7 +199,8 @@ type lockState struct {
 }
 
 // Lock implements the seam.
-func (k *Kernel) Lock(id nsutil.ID) (kern.LockFile, error) {
+func (s system) Lock(id nsutil.ID) (kern.LockFile, error) {
+	k := s.k
 	k.mu.Lock()
 	st := k.locks[id]
 	if st == nil {
@@ -201,7 +213,7 @@ func (k *Kernel) Lock(id nsutil.ID) (kern.LockFile, error) {
 }
 
 // ReleaseLock implements the seam; the fake's locks take no space.
-func (k *Kernel) ReleaseLock(nsutil.ID) {}
+func (s system) ReleaseLock(nsutil.ID) {}
 
 type lockFile struct {
 	k      *Kernel

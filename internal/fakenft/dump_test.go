@@ -15,7 +15,7 @@ import (
 // namespace after the same Rebuild (nat's live golden test).
 func TestDumpIsNftsListing(t *testing.T) {
 	k := bridgetest.New()
-	ns, err := k.OpenNS("")
+	ns, err := k.System().OpenNS("")
 	if err != nil {
 		t.Fatal(err)
 	}
