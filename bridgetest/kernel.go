@@ -136,8 +136,9 @@ func (k *Kernel) RemoveNS(path string) error {
 }
 
 // Kill makes every process that opened a driver on k so far dead, as if
-// they had been killed: records naming them as owners are half-made (see
-// Driver.GC), and the host locks are free.
+// they had been killed: records naming them as owners count as half-made
+// (see Driver.GC). Kill a process between its operations: a driver holds
+// the host lock only during one, and Kill does not take it away.
 func (k *Kernel) Kill() {
 	k.mu.Lock()
 	defer k.mu.Unlock()
