@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/nlbridge/bridge"
+	"github.com/nlbridge/bridge/bridgetest"
 	"golang.org/x/sys/unix"
 )
 
@@ -252,4 +253,24 @@ func TestFakeConcurrentAttaches(t *testing.T) {
 	if len(addrs) != 2*each || len(macs) != 2*each {
 		t.Errorf("%d addresses and %d MACs for %d endpoints", len(addrs), len(macs), 2*each)
 	}
+}
+
+// A firewall repair that runs right after a network's Delete took its
+// elements out (but before the network left the driver's list) does not
+// put them back.
+func TestFakeRepairDuringDelete(t *testing.T) {
+	f := newFake(t, bridge.Options{})
+	n := f.network(bridge.NetworkConfig{Name: "br0", IPv4: v4net})
+	f.attach(n, bridge.EndpointConfig{NetNS: f.sandbox("c1")})
+	// The ruleset is flushed while Delete holds the host lock (after its
+	// last firewall batch); the repair then waits for the lock, and runs
+	// while Delete flushes conntrack.
+	f.k.FailNext(bridgetest.Fault{Type: nftDelSetElem, Match: mentions("br0"), Hook: func() { f.k.FlushRuleset("") }})
+	f.k.FailNext(bridgetest.Fault{Type: ctDelete, Hook: func() {
+		eventually(t, "the repair", func() bool { return strings.Contains(f.k.DumpNS(""), "table inet nlbridge") })
+	}})
+	if err := n.Delete(f.ctx); err != nil {
+		t.Fatal(err)
+	}
+	lacks(t, f.k.DumpNS(""), `"br0"`)
 }

@@ -56,6 +56,12 @@ func (d *Driver) firewallState(c *netlink.Conn) ([]nat.Network, []nat.Port, []na
 	var ports []nat.Port
 	var guards []nat.Guard
 	for _, n := range d.networkList() {
+		n.mu.Lock()
+		deleted := n.deleted
+		n.mu.Unlock()
+		if deleted { // a Delete took its elements out; it leaves the list after the lock
+			continue
+		}
 		nets = append(nets, n.natNetwork())
 		links, err := link.ListFiltered(c, link.Filter{Master: n.index})
 		if err != nil {
