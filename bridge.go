@@ -3,12 +3,8 @@ package bridge
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net/netip"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/google/nftables"
@@ -76,9 +72,6 @@ type Driver struct {
 	fw    *nat.Firewall      // nil with Options.NoFirewall
 	ct    *netlink.Conn      // NETLINK_NETFILTER conn in host, for conntrack; guarded by ctMu
 	ctMu  sync.Mutex
-	// ctCount is host's /proc/sys/net/netfilter/nf_conntrack_count, opened
-	// there (see flushConntrack); nil if it could not be opened
-	ctCount io.ReaderAt
 
 	portsMu sync.Mutex
 	ports   map[portKey]bool // published host ports
@@ -146,13 +139,6 @@ func Open(ctx context.Context, opts Options) (*Driver, error) {
 			d.Close()
 			return nil, kernel(op, err)
 		}
-		ns.Do(func() error { // without it, every flush walks the table
-			f, err := os.Open(ctCountPath)
-			if err == nil {
-				d.ctCount = f
-			}
-			return err
-		})
 	}
 	// The networks (not yet their endpoints), and the firewall checked
 	// against them. A driver's first lock always reads the records
@@ -192,9 +178,6 @@ func (d *Driver) Close() error {
 	}
 	if d.ct != nil {
 		d.ct.Close()
-	}
-	if c, ok := d.ctCount.(io.Closer); ok {
-		c.Close()
 	}
 	for {
 		select {
@@ -249,41 +232,14 @@ func (d *Driver) release(c *netlink.Conn, err error) {
 }
 
 // flushConntrack deletes the conntrack entries of the addresses (inbound
-// ones only unless outbound), if the firewall is on. Each flush is a walk
-// of the kernel's whole conntrack table (every namespace's, ~0.1-0.2 ms
-// at 262,144 buckets), so none is sent when the host namespace holds no
-// entry at all: its entry count, a counter the kernel keeps, is read
-// first. (ctnetlink's IPCTNL_MSG_CT_GET_STATS has that count too, but its
-// answer is flagged multi-part with no NLMSG_DONE, which mdlayher/netlink
-// waits for forever.)
+// ones only unless outbound), if the firewall is on.
 func (d *Driver) flushConntrack(outbound bool, addrs ...netip.Addr) error {
 	if d.ct == nil || len(addrs) == 0 {
-		return nil
-	}
-	if n, ok := readCount(d.ctCount); ok && n == 0 {
 		return nil
 	}
 	d.ctMu.Lock()
 	defer d.ctMu.Unlock()
 	return nat.FlushConntrack(d.ct, outbound, addrs...)
-}
-
-// ctCountPath is the namespace's count of conntrack entries.
-const ctCountPath = "/proc/sys/net/netfilter/nf_conntrack_count"
-
-// readCount reads a count such as ctCountPath's from the start of r; ok
-// is false if r is nil or does not hold one.
-func readCount(r io.ReaderAt) (n uint64, ok bool) {
-	if r == nil {
-		return 0, false
-	}
-	var b [24]byte
-	m, err := r.ReadAt(b[:], 0)
-	if err != nil && !errors.Is(err, io.EOF) {
-		return 0, false
-	}
-	n, err = strconv.ParseUint(strings.TrimSpace(string(b[:m])), 10, 64)
-	return n, err == nil
 }
 
 // withConn runs fn with a host conn.
