@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/mdlayher/netlink"
@@ -57,8 +58,8 @@ func (a *Advertise) resolve(op string) (Advertise, error) {
 // The announcer's sockets are closed by a driver goroutine after its last
 // send: closing an AF_PACKET socket waits for an RCU grace period
 // (packet_release calls synchronize_net), 10-20 ms, which neither Attach
-// nor Detach waits for. Once done is closed nothing more is sent;
-// Driver.Close waits for the closes too.
+// nor Detach waits for. Once stopAdvertising returns nothing more is sent
+// (see advGate); Driver.Close waits for the closes too.
 func (e *Endpoint) advertise(op string, adv Advertise, ns kern.NS, sc, hc *netlink.Conn) error {
 	if adv.Count == 0 || !e.ipv4.IsValid() && !e.ipv6.IsValid() {
 		return nil
@@ -84,13 +85,12 @@ func (e *Endpoint) advertise(op string, adv Advertise, ns kern.NS, sc, hc *netli
 		return nil
 	}
 	ctx, cancel := context.WithCancel(d.ctx)
-	done := make(chan struct{})
+	g := &advGate{}
 	e.mu.Lock()
-	e.stopAdv, e.advDone = cancel, done
+	e.stopAdv, e.advGate = cancel, g
 	e.mu.Unlock()
 	d.wg.Go(func() {
-		defer a.Close() // after done: Detach does not wait for it
-		defer close(done)
+		defer a.Close() // Detach does not wait for it
 		t := time.NewTicker(adv.Interval)
 		defer t.Stop()
 		for range left {
@@ -99,7 +99,11 @@ func (e *Endpoint) advertise(op string, adv Advertise, ns kern.NS, sc, hc *netli
 				return
 			case <-t.C:
 			}
-			if err := a.Send(nil); err != nil { // stop; MAC changed or interface gone are expected
+			stopped, err := g.send(a)
+			if stopped {
+				return
+			}
+			if err != nil { // stop; MAC changed or interface gone are expected
 				if !errors.Is(err, disco.ErrMACChanged) && !errors.Is(err, unix.ENODEV) {
 					d.log.Warn("nlbridge: announcement", "endpoint", e.id, "err", err)
 				}
@@ -108,6 +112,31 @@ func (e *Endpoint) advertise(op string, adv Advertise, ns kern.NS, sc, hc *netli
 		}
 	})
 	return nil
+}
+
+// advGate orders background announcements before Detach: each is sent
+// holding mu, and none once stopped is set. So stopping waits at most for
+// a send in progress, not for the announcer's goroutine to be scheduled.
+type advGate struct {
+	mu      sync.Mutex
+	stopped bool
+}
+
+// send sends one announcement unless stopped.
+func (g *advGate) send(a kern.Announcer) (stopped bool, err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.stopped {
+		return true, nil
+	}
+	return false, a.Send(nil)
+}
+
+// stop makes sure no announcement is sent after it returns.
+func (g *advGate) stop() {
+	g.mu.Lock()
+	g.stopped = true
+	g.mu.Unlock()
 }
 
 // waitReady waits, bounded by readyWait, until the host end forwards (not
@@ -129,14 +158,14 @@ func (e *Endpoint) waitReady(sc, hc *netlink.Conn) {
 	}
 }
 
-// stopAdvertising cancels pending announcements and waits until none can
-// be sent any more (not for the sockets to close).
+// stopAdvertising cancels pending announcements; none is sent after it
+// returns (the announcer's goroutine and sockets end later).
 func (e *Endpoint) stopAdvertising() {
 	e.mu.Lock()
-	cancel, done := e.stopAdv, e.advDone
+	cancel, g := e.stopAdv, e.advGate
 	e.mu.Unlock()
 	if cancel != nil {
+		g.stop()
 		cancel()
-		<-done
 	}
 }

@@ -70,7 +70,7 @@ type Endpoint struct {
 	mu       sync.Mutex
 	detached bool
 	stopAdv  context.CancelFunc // cancels background announcements; nil if none
-	advDone  chan struct{}      // closed when they have stopped
+	advGate  *advGate           // background sends pass it; nil if none
 	ports    []published
 	guard    *nat.Guard // the elements in the firewall's guard; nil if none
 }

@@ -35,11 +35,13 @@ func sandboxes(b *testing.B, n int) []*nsutil.NS {
 // endpoints: a Linux bridge takes at most 1,024 ports.
 type world struct {
 	key  string
-	mode string // plain, dual (IPv4 and IPv6), nat+1port (firewall, one published port)
+	mode string // plain, dual (IPv4 and IPv6), nat+1port (firewall, one published port); nat+raw-* see BenchmarkNSIDs
 	host *nsutil.NS
 	d    *bridge.Driver
 	n    *bridge.Network
-	undo []func() // tears the world down, run last to first
+	// rawHost is a host end made by rawPairs (0 = none)
+	rawHost uint32
+	undo    []func() // tears the world down, run last to first
 }
 
 // current is the one world alive. A sub-benchmark's function runs several
@@ -79,6 +81,10 @@ func newWorld(parent, b *testing.B, existing int, mode string) *world {
 	w.undo = append(w.undo, func() { w.d.Close() })
 	if w.n, err = w.network(0); err != nil {
 		b.Fatal(err)
+	}
+	if layout, raw := strings.CutPrefix(mode, "nat+raw-"); raw {
+		w.rawPairs(b, existing, layout) // see BenchmarkNSIDs
+		existing = 0
 	}
 	var fill *bridge.Network
 	for i := range existing {
@@ -172,7 +178,7 @@ func idleShare(d time.Duration) (float64, error) {
 	return float64(i1-i0) / float64(t1-t0), nil
 }
 
-func (w *world) nat() bool { return w.mode == "nat+1port" }
+func (w *world) nat() bool { return strings.HasPrefix(w.mode, "nat+") }
 
 // network makes network i: nlbbench<i> on 10.(96+i).0.0/16, and in dual
 // mode also fd00:<i>::/64.

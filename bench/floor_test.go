@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,17 +24,22 @@ import (
 //
 //  1. one thread hop into the sandbox to open its NETLINK_ROUTE socket;
 //  2. in the sandbox: a route dump;
-//  3. in the host: the veth create (host end on the bridge, in a link
+//  3. in the host: one nftables batch adding the guard's elements (keyed
+//     by the host end's name, before it exists);
+//  4. in the host: the veth create (host end on the bridge, in a link
 //     group; the peer born in the sandbox as eth0 with its MAC) and the
 //     host end up with addrgenmode none, in one sendmsg;
-//  4. in the sandbox: lo up, the IPv4 address, eth0 up, the default route,
-//     in one sendmsg;
-//  5. in the host: one nftables batch adding the port's map element;
-//  6. in the host: the host end's alias rewritten (nlbridge's endpoint
-//     record: the create batch gives it the pending one).
+//  5. in the sandbox: lo up, eth0's addrgenmode none, the IPv4 address,
+//     eth0 up, the default route, in one sendmsg;
+//  6. in the host: one nftables batch adding the port's map element;
+//  7. in the host: the host end's alias rewritten (nlbridge's endpoint
+//     record: the create batch gives it the pending one);
+//  8. only when the address was an earlier endpoint's (churn): one
+//     conntrack flush of flows to it.
 //
 // The requested ifindexes (a fresh one for the host end, 2 for the peer)
-// stand in for the echo nlbridge reads the peer's index from.
+// stand in for the echo nlbridge reads the peer's index from. The detach
+// floor is in floorchurn_test.go.
 type floor struct {
 	route, nft int // netlink sockets in the world's host namespace
 	home       int // this process's namespace, to return the thread to
@@ -102,61 +108,169 @@ func nlSocket(proto int) (int, error) {
 	return fd, nil
 }
 
-// attach is one floor attach of sandbox sb.
-func (f *floor) attach(sb *nsutil.NS) error {
-	n := floorSeq.Add(1)
-	sc, err := f.sandboxSocket(sb)
+// floorEP is what the floor's detach needs of an attach.
+type floorEP struct {
+	n    uint32 // sequence number: names, MAC, address, host port
+	host uint32 // host end's ifindex
+	sb   *nsutil.NS
+}
+
+func (e floorEP) hostName() string { return fmt.Sprintf("vfl%07x", e.n) }
+func (e floorEP) mac() []byte {
+	return []byte{0x02, 0x46, 0x4c, byte(e.n >> 16), byte(e.n >> 8), byte(e.n)}
+}
+func (e floorEP) addr() []byte {
+	return netip.AddrFrom4([4]byte{10, 96, byte(100 + e.n/250%100), byte(1 + e.n%250)}).AsSlice()
+}
+func (e floorEP) hostPort() int { return 20000 + int(e.n%10000) }
+
+// steps accumulates the time of each step of the floor, by name.
+type steps struct {
+	mu sync.Mutex
+	d  map[string]time.Duration
+}
+
+// timed runs fn as step name (s may be nil).
+func (s *steps) timed(name string, fn func() error) error {
+	t0 := time.Now()
+	err := fn()
+	if s != nil {
+		s.mu.Lock()
+		if s.d == nil {
+			s.d = map[string]time.Duration{}
+		}
+		s.d[name] += time.Since(t0)
+		s.mu.Unlock()
+	}
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
+}
+
+// attach is one floor attach of sandbox sb; reused says the address was
+// an earlier endpoint's, so its stale flows are flushed (see nlbridge's
+// flushReused).
+func (f *floor) attach(sb *nsutil.NS, reused bool, st *steps) (floorEP, error) {
+	e := floorEP{n: floorSeq.Add(1), sb: sb}
+	e.host = 100000 + e.n
+	var sc int
+	if err := st.timed("sandbox-socket", func() (err error) { sc, err = f.sandboxSocket(sb); return err }); err != nil {
+		return e, err
 	}
 	defer unix.Close(sc)
-	if err := nlExec(sc, nlMsg(unix.RTM_GETROUTE, unix.NLM_F_REQUEST|unix.NLM_F_DUMP, make([]byte, unix.SizeofRtMsg))); err != nil {
-		return fmt.Errorf("route dump: %w", err)
+	err := st.timed("route-dump", func() error {
+		return nlExec(sc, nlMsg(unix.RTM_GETROUTE, unix.NLM_F_REQUEST|unix.NLM_F_DUMP, make([]byte, unix.SizeofRtMsg)))
+	})
+	if err != nil {
+		return e, err
 	}
-	host := 100000 + n
-	mac := []byte{0x02, 0x46, 0x4c, byte(n >> 16), byte(n >> 8), byte(n)}
-	peer := cat(ifinfo(2, 0), strAttr(unix.IFLA_IFNAME, "eth0"), attr(unix.IFLA_ADDRESS, mac), u32Attr(unix.IFLA_NET_NS_FD, uint32(sb.FD())))
+	if err := st.timed("guard-add", func() error { return nlExec(f.nft, nftBatch(unix.NFT_MSG_NEWSETELEM, guardElems(e)...)...) }); err != nil {
+		return e, err
+	}
+	peer := cat(ifinfo(2, 0), strAttr(unix.IFLA_IFNAME, "eth0"), attr(unix.IFLA_ADDRESS, e.mac()), u32Attr(unix.IFLA_NET_NS_FD, uint32(sb.FD())))
 	linkinfo := nested(unix.IFLA_LINKINFO, strAttr(unix.IFLA_INFO_KIND, "veth"), nested(unix.IFLA_INFO_DATA, attr(1 /* VETH_INFO_PEER */, peer)))
 	create := nlMsg(unix.RTM_NEWLINK, unix.NLM_F_REQUEST|unix.NLM_F_ACK|unix.NLM_F_CREATE|unix.NLM_F_EXCL,
-		ifinfo(host, 0), strAttr(unix.IFLA_IFNAME, fmt.Sprintf("vfl%07x", n)), u32Attr(unix.IFLA_MASTER, f.bridge),
+		ifinfo(e.host, 0), strAttr(unix.IFLA_IFNAME, e.hostName()), u32Attr(unix.IFLA_MASTER, f.bridge),
 		u32Attr(unix.IFLA_GROUP, floorGroup), linkinfo)
-	up := nlMsg(unix.RTM_NEWLINK, unix.NLM_F_REQUEST|unix.NLM_F_ACK, ifinfo(host, unix.IFF_UP), attr(unix.IFLA_IFALIAS, record(n, false)),
-		nested(unix.IFLA_AF_SPEC, nested(unix.AF_INET6, attr(unix.IFLA_INET6_ADDR_GEN_MODE, []byte{1}))))
-	if err := nlExec(f.route, create, up); err != nil {
-		return fmt.Errorf("veth: %w", err)
+	up := nlMsg(unix.RTM_NEWLINK, unix.NLM_F_REQUEST|unix.NLM_F_ACK, ifinfo(e.host, unix.IFF_UP), attr(unix.IFLA_IFALIAS, record(e.n, false)), addrGenModeNone)
+	if err := st.timed("veth-create", func() error { return nlExec(f.route, create, up) }); err != nil {
+		return e, err
 	}
-	a := netip.AddrFrom4([4]byte{10, 96, byte(100 + n/250%100), byte(1 + n%250)}).AsSlice()
+	a := e.addr()
 	ifa := []byte{unix.AF_INET, 16, 0, 0, 2, 0, 0, 0}
 	rt := []byte{unix.AF_INET, 0, 0, 0, unix.RT_TABLE_MAIN, unix.RTPROT_BOOT, unix.RT_SCOPE_UNIVERSE, unix.RTN_UNICAST, 0, 0, 0, 0}
 	create4 := unix.NLM_F_REQUEST | unix.NLM_F_ACK | unix.NLM_F_CREATE | unix.NLM_F_EXCL
-	if err := nlExec(sc,
-		nlMsg(unix.RTM_NEWLINK, unix.NLM_F_REQUEST|unix.NLM_F_ACK, ifinfo(1, unix.IFF_UP)),
-		nlMsg(unix.RTM_NEWADDR, create4, ifa, attr(unix.IFA_LOCAL, a), attr(unix.IFA_ADDRESS, a)),
-		nlMsg(unix.RTM_NEWLINK, unix.NLM_F_REQUEST|unix.NLM_F_ACK, ifinfo(2, unix.IFF_UP)),
-		nlMsg(unix.RTM_NEWROUTE, create4, rt, attr(unix.RTA_GATEWAY, []byte{10, 96, 0, 1}), u32Attr(unix.RTA_OIF, 2), u32Attr(unix.RTA_PRIORITY, 100)),
-	); err != nil {
-		return fmt.Errorf("sandbox: %w", err)
+	err = st.timed("sandbox-up", func() error {
+		return nlExec(sc,
+			nlMsg(unix.RTM_NEWLINK, unix.NLM_F_REQUEST|unix.NLM_F_ACK, ifinfo(1, unix.IFF_UP)),
+			nlMsg(unix.RTM_NEWLINK, unix.NLM_F_REQUEST|unix.NLM_F_ACK, ifinfo(2, 0), addrGenModeNone),
+			nlMsg(unix.RTM_NEWADDR, create4, ifa, attr(unix.IFA_LOCAL, a), attr(unix.IFA_ADDRESS, a)),
+			nlMsg(unix.RTM_NEWLINK, unix.NLM_F_REQUEST|unix.NLM_F_ACK, ifinfo(2, unix.IFF_UP)),
+			nlMsg(unix.RTM_NEWROUTE, create4, rt, attr(unix.RTA_GATEWAY, []byte{10, 96, 0, 1}), u32Attr(unix.RTA_OIF, 2), u32Attr(unix.RTA_PRIORITY, 100)),
+		)
+	})
+	if err != nil {
+		return e, err
 	}
-	// portsany4: tcp . hostport -> addr . 80, each field padded to 4 bytes.
-	hp := 20000 + n%10000
-	key := []byte{unix.IPPROTO_TCP, 0, 0, 0, byte(hp >> 8), byte(hp), 0, 0}
-	val := append(a, 0, 80, 0, 0)
-	elem := nested(3 /* NFTA_SET_ELEM_LIST_ELEMENTS */, nested(1, /* NFTA_LIST_ELEM */
-		nested(1 /* NFTA_SET_ELEM_KEY */, attr(1 /* NFTA_DATA_VALUE */, key)),
-		nested(2 /* NFTA_SET_ELEM_DATA */, attr(1, val))))
+	if err := st.timed("port-add", func() error { return nlExec(f.nft, nftBatch(unix.NFT_MSG_NEWSETELEM, portElem(e))...) }); err != nil {
+		return e, err
+	}
+	err = st.timed("alias", func() error {
+		return nlExec(f.route, nlMsg(unix.RTM_NEWLINK, unix.NLM_F_REQUEST|unix.NLM_F_ACK, ifinfo(e.host, 0), attr(unix.IFLA_IFALIAS, record(e.n, true))))
+	})
+	if err != nil || !reused {
+		return e, err
+	}
+	return e, st.timed("ct-flush-reused", func() error { return nlExecIgnoring(f.nft, unix.ENOENT, ctFlush(a, false)...) })
+}
+
+// addrGenModeNone is IFLA_AF_SPEC { AF_INET6 { IFLA_INET6_ADDR_GEN_MODE: none } }.
+var addrGenModeNone = nested(unix.IFLA_AF_SPEC, nested(unix.AF_INET6, attr(unix.IFLA_INET6_ADDR_GEN_MODE, []byte{1})))
+
+// nftBatch wraps one message of type typ per element list in a batch.
+func nftBatch(typ int, elems ...[]byte) []rawMsg {
 	nfgen := func(family byte, res uint16) []byte { return []byte{family, 0, byte(res >> 8), byte(res)} }
-	if err := nlExec(f.nft,
-		nlMsg(unix.NFNL_MSG_BATCH_BEGIN, unix.NLM_F_REQUEST, nfgen(unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES)),
-		nlMsg(unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_NEWSETELEM, unix.NLM_F_REQUEST|unix.NLM_F_ACK|unix.NLM_F_CREATE,
-			nfgen(unix.NFPROTO_INET, 0), strAttr(1 /* TABLE */, "nlbridge"), strAttr(2 /* SET */, "portsany4"), elem),
-		nlMsg(unix.NFNL_MSG_BATCH_END, unix.NLM_F_REQUEST, nfgen(unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES)),
-	); err != nil {
-		return fmt.Errorf("nftables: %w", err)
+	msgs := []rawMsg{nlMsg(unix.NFNL_MSG_BATCH_BEGIN, unix.NLM_F_REQUEST, nfgen(unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES))}
+	flags := unix.NLM_F_REQUEST | unix.NLM_F_ACK
+	if typ == unix.NFT_MSG_NEWSETELEM {
+		flags |= unix.NLM_F_CREATE
 	}
-	if err := nlExec(f.route, nlMsg(unix.RTM_NEWLINK, unix.NLM_F_REQUEST|unix.NLM_F_ACK, ifinfo(host, 0), attr(unix.IFLA_IFALIAS, record(n, true)))); err != nil {
-		return fmt.Errorf("alias: %w", err)
+	for _, el := range elems {
+		msgs = append(msgs, nlMsg(unix.NFNL_SUBSYS_NFTABLES<<8|typ, flags, el))
 	}
-	return nil
+	return append(msgs, nlMsg(unix.NFNL_MSG_BATCH_END, unix.NLM_F_REQUEST, nfgen(unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES)))
+}
+
+// setElems is the body of a NEWSETELEM/DELSETELEM for set in nlbridge's
+// table of family: one element per key (with its value, if vals).
+func setElems(family byte, set string, keys [][]byte, vals ...[]byte) []byte {
+	var list []byte
+	for i, k := range keys {
+		el := nested(1 /* NFTA_SET_ELEM_KEY */, attr(1 /* NFTA_DATA_VALUE */, k))
+		if i < len(vals) {
+			el = cat(el, nested(2 /* NFTA_SET_ELEM_DATA */, attr(1, vals[i])))
+		}
+		list = cat(list, nested(1 /* NFTA_LIST_ELEM */, el))
+	}
+	return cat([]byte{family, 0, 0, 0}, strAttr(1 /* TABLE */, "nlbridge"), strAttr(2 /* SET */, set),
+		nested(3 /* NFTA_SET_ELEM_LIST_ELEMENTS */, list))
+}
+
+// portElem is portsany4's element: tcp . hostport -> addr . 80, each
+// field padded to 4 bytes.
+func portElem(e floorEP) []byte {
+	hp := e.hostPort()
+	key := []byte{unix.IPPROTO_TCP, 0, 0, 0, byte(hp >> 8), byte(hp), 0, 0}
+	return setElems(unix.NFPROTO_INET, "portsany4", [][]byte{key}, append(e.addr(), 0, 80, 0, 0))
+}
+
+// guardElems are the guard's elements of an IPv4-only spoof-checked port,
+// one message per set as nlbridge sends them.
+func guardElems(e floorEP) [][]byte {
+	port := make([]byte, 16)
+	copy(port, e.hostName())
+	one := func(set string, key ...byte) []byte {
+		return setElems(unix.NFPROTO_BRIDGE, set, [][]byte{cat(port, key)})
+	}
+	ll := []byte{0xfe, 0x80, 0, 0, 0, 0, 0, 0, e.mac()[0] ^ 2, e.mac()[1], e.mac()[2], 0xff, 0xfe, e.mac()[3], e.mac()[4], e.mac()[5]}
+	return [][]byte{one("endpoints"), one("noipv6"), one("guarded"), one("macs", append(e.mac(), 0, 0)...),
+		one("addrs4", e.addr()...), one("addrs6", ll...)}
+}
+
+// ctFlush builds the conntrack flushes of addr (IPv4): flows to it (reply
+// source) and, if outbound, from it (original source), as nlbridge's.
+func ctFlush(addr []byte, outbound bool) []rawMsg {
+	del := func(tuple, filterFlags uint16) rawMsg {
+		return nlMsg(unix.NFNL_SUBSYS_CTNETLINK<<8|2 /* IPCTNL_MSG_CT_DELETE */, unix.NLM_F_REQUEST|unix.NLM_F_ACK,
+			[]byte{unix.AF_INET, 1, 0, 0}, nested(tuple, nested(1 /* CTA_TUPLE_IP */, attr(1 /* CTA_IP_V4_SRC */, addr))),
+			nested(25 /* CTA_FILTER */, u32Attr(filterFlags, 1 /* IP_SRC */)))
+	}
+	msgs := []rawMsg{del(2 /* CTA_TUPLE_REPLY */, 2 /* CTA_FILTER_REPLY_FLAGS */)}
+	if outbound {
+		msgs = append(msgs, del(1 /* CTA_TUPLE_ORIG */, 1 /* CTA_FILTER_ORIG_FLAGS */))
+	}
+	return msgs
 }
 
 // record is an alias of the size of nlbridge's endpoint record (pending:
@@ -199,7 +313,11 @@ var nlSeqNo atomic.Uint32
 
 // nlExec sends msgs in one sendmsg and reads until each one flagged
 // NLM_F_ACK is acknowledged (or, for a dump, until NLMSG_DONE).
-func nlExec(fd int, msgs ...rawMsg) error {
+func nlExec(fd int, msgs ...rawMsg) error { return nlExecIgnoring(fd, 0, msgs...) }
+
+// nlExecIgnoring is nlExec, counting refusals with errno ignore as
+// success; it reads every answer even after a refusal.
+func nlExecIgnoring(fd int, ignore unix.Errno, msgs ...rawMsg) error {
 	var buf []byte
 	pending := 0
 	for _, m := range msgs {
@@ -220,6 +338,7 @@ func nlExec(fd int, msgs ...rawMsg) error {
 		return err
 	}
 	rb := make([]byte, 1<<16)
+	var refused error
 	for pending > 0 {
 		n, _, err := unix.Recvfrom(fd, rb, 0)
 		if err != nil {
@@ -233,8 +352,8 @@ func nlExec(fd int, msgs ...rawMsg) error {
 			switch binary.NativeEndian.Uint16(b[4:]) {
 			case unix.NLMSG_ERROR:
 				pending--
-				if e := int32(binary.NativeEndian.Uint32(b[unix.NLMSG_HDRLEN:])); e != 0 {
-					return unix.Errno(-e)
+				if e := unix.Errno(-int32(binary.NativeEndian.Uint32(b[unix.NLMSG_HDRLEN:]))); e != 0 && e != ignore && refused == nil {
+					refused = e
 				}
 			case unix.NLMSG_DONE:
 				pending--
@@ -242,7 +361,7 @@ func nlExec(fd int, msgs ...rawMsg) error {
 			b = b[min(len(b), (l+3)&^3):]
 		}
 	}
-	return nil
+	return refused
 }
 
 func ifinfo(index uint32, flags uint32) []byte {
@@ -279,7 +398,7 @@ func floorAttach(b *testing.B, w *world) {
 	b.ResetTimer()
 	for i := range b.N {
 		t0 := time.Now()
-		err := f.attach(sbs[i])
+		_, err := f.attach(sbs[i], false, nil)
 		lat = append(lat, time.Since(t0))
 		if err != nil {
 			b.Fatal(err)

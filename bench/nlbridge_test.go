@@ -152,7 +152,10 @@ func BenchmarkPublishPort(parent *testing.B) {
 }
 
 // BenchmarkChurn measures attach+detach pairs per second, sequentially and
-// from several goroutines, at up to 1,000 existing endpoints.
+// from several goroutines, at up to 1,000 existing endpoints, and the
+// kernel's floor of a pair with 1 and 2 workers: nlbridge's messages sent
+// raw (mode=floor), and the least any working endpoint needs
+// (mode=floor-min); see floorchurn_test.go.
 func BenchmarkChurn(parent *testing.B) {
 	for _, mode := range []string{"plain", "nat+1port"} {
 		for _, existing := range scales() {
@@ -164,6 +167,13 @@ func BenchmarkChurn(parent *testing.B) {
 					parent.Run(name(mode, existing)+"/workers="+strconv.Itoa(workers)+adv.suffix, func(b *testing.B) {
 						churn(b, newWorld(parent, b, existing, mode), workers, adv.quiet)
 					})
+				}
+				if mode == "nat+1port" && workers <= 2 {
+					for _, fl := range []string{"floor", "floor-min"} {
+						parent.Run(name(fl, existing)+"/workers="+strconv.Itoa(workers), func(b *testing.B) {
+							floorChurn(b, newWorld(parent, b, existing, mode), workers, fl == "floor-min")
+						})
+					}
 				}
 			}
 		}
@@ -178,24 +188,35 @@ func churn(b *testing.B, w *world, workers int, quiet bool) {
 		next <- i
 	}
 	close(next)
+	var mu sync.Mutex
+	var att, det latencies
 	b.ResetTimer()
 	t0 := time.Now()
 	for range workers {
 		wg.Go(func() {
 			for i := range next {
+				t1 := time.Now()
 				ep, err := w.n.Attach(ctx, w.cfg(sbs[i], quiet))
 				if err != nil {
 					b.Error(err)
 					return
 				}
+				t2 := time.Now()
 				if err := ep.Detach(ctx); err != nil {
 					b.Error(err)
 				}
+				t3 := time.Now()
+				mu.Lock()
+				att, det = append(att, t2.Sub(t1)), append(det, t3.Sub(t2))
+				mu.Unlock()
 			}
 		})
 	}
 	wg.Wait()
 	b.ReportMetric(float64(b.N)/time.Since(t0).Seconds(), "pairs/s")
+	b.StopTimer()
+	att.report(b, "attach")
+	det.report(b, "detach")
 }
 
 // portFor is the i-th distinct published port (up to 120,000).
