@@ -70,10 +70,6 @@ func (e *Endpoint) create(ctx context.Context, op string, ns kern.NS, cfg Endpoi
 		if err != nil {
 			return kernel(op, err)
 		}
-		restore, err := e.inheritNoIPv6(op, t)
-		if err != nil {
-			return err
-		}
 		err = n.d.locked(hc, func(hc *netlink.Conn) (bool, error) {
 			if err := n.load(hc); err != nil {
 				return false, kernel(op, err)
@@ -90,9 +86,6 @@ func (e *Endpoint) create(ctx context.Context, op string, ns kern.NS, cfg Endpoi
 			}
 			return true, e.createVeth(op, ns, sc, hc, cfg.IfName == "")
 		})
-		if rerr := restore(); err == nil && rerr != nil {
-			return rerr
-		}
 		if err != nil {
 			return err
 		}
@@ -192,7 +185,7 @@ func (e *Endpoint) checkRecord(op string) error {
 // so none can give it one or use it. That needs no /proc access, which
 // Docker's disable_ipv6 does: the first /proc/sys/net/ipv6 lookup in a new
 // namespace costs milliseconds on a host with thousands of them. Without
-// the firewall, disable_ipv6 it is (see inheritNoIPv6). The IPv6 address
+// the firewall, disable_ipv6 it is (see writeSysctls). The IPv6 address
 // and route come last: if the kernel refuses the address because IPv6 is
 // off in the sandbox or on the interface, the endpoint goes on without
 // IPv6.
@@ -316,46 +309,17 @@ func freeEthName(sc *netlink.Conn) (string, error) {
 	}
 }
 
-// inheritNoIPv6 makes the interface of an IPv4-only network without the
-// firewall (with the firewall, see configure) be born with IPv6 disabled,
-// as Docker's disable_ipv6=1 does: it sets the sandbox's
-// net.ipv6.conf.default.disable_ipv6, which a new interface copies, and
-// returns the function that puts the old value back once the veth pair is
-// created. Writing the interface's own disable_ipv6 instead needs the RTNL
-// lock, and the kernel takes it with a trylock that restarts the write
-// until it gets it: a thread spinning on a CPU for as long as other
-// attaches and detaches hold the lock. The default's write takes no lock.
-// (An interface that another process creates in the sandbox meanwhile is
-// born with IPv6 disabled too.) It runs on t, a thread in the sandbox.
-func (e *Endpoint) inheritNoIPv6(op string, t kern.Thread) (restore func() error, err error) {
-	none := func() error { return nil }
-	if e.n.cfg.IPv6.IsValid() || e.n.d.fw != nil {
-		return none, nil
-	}
-	const key = "net.ipv6.conf.default.disable_ipv6"
-	old, err := t.ReadSysctl(key)
-	switch {
-	case errors.Is(err, os.ErrNotExist): // no IPv6 in the kernel: nothing to disable
-		return none, nil
-	case err != nil:
-		return nil, &Error{Op: op, Field: "Sysctls", Value: key, Err: err}
-	case old == "1":
-		return none, nil
-	}
-	if err := t.WriteSysctl(nsutil.Sysctl{Key: key, Value: "1"}); err != nil {
-		return nil, &Error{Op: op, Field: "Sysctls", Value: key + "=1", Err: err}
-	}
-	return func() error {
-		if err := t.WriteSysctl(nsutil.Sysctl{Key: key, Value: old}); err != nil {
-			return &Error{Op: op, Field: "Sysctls", Value: key + "=" + old, Err: err}
-		}
-		return nil
-	}, nil
-}
-
-// writeSysctls applies the caller's sysctls. It runs on t, a thread in the
-// sandbox.
+// writeSysctls disables IPv6 on the interface of an IPv4-only network
+// without the firewall (as Docker does; with the firewall, see configure),
+// and applies the caller's sysctls. It runs on a thread in the sandbox.
 func (e *Endpoint) writeSysctls(op string, t kern.Thread, user []nsutil.Sysctl) error {
+	if !e.n.cfg.IPv6.IsValid() && e.n.d.fw == nil {
+		off := nsutil.Sysctl{Key: "net.ipv6.conf." + dotted(e.ifName) + ".disable_ipv6", Value: "1"}
+		err := t.WriteSysctl(off)
+		if err != nil && !errors.Is(err, os.ErrNotExist) { // no IPv6 in the kernel: nothing to disable
+			return &Error{Op: op, Field: "Sysctls", Value: off.Key + "=1", Err: err}
+		}
+	}
 	for _, s := range user {
 		if err := t.WriteSysctl(s); err != nil {
 			return &Error{Op: op, Field: "Sysctls", Value: strings.Join(e.sysctlKeys(user), ","), Err: err}

@@ -304,8 +304,6 @@ func (t *thread) Enter(ns kern.NS) error {
 
 func (t *thread) WriteSysctl(s nsutil.Sysctl) error { return t.k.writeSysctl(t.ns, s) }
 
-func (t *thread) ReadSysctl(key string) (string, error) { return t.k.readSysctl(t.ns, key) }
-
 func (t *thread) BindPort(proto uint8, ip netip.Addr, port uint16) (io.Closer, uint16, error) {
 	return t.k.bind(t.ns, proto, ip, port)
 }

@@ -41,9 +41,6 @@ func (ns *netns) addLink(l *ifc) {
 	if l.sysctls == nil {
 		l.sysctls = map[string]string{}
 	}
-	if ns.sysctls["net.ipv6.conf.default.disable_ipv6"] == "1" { // a new device copies the default
-		l.sysctls["ipv6.conf.disable_ipv6"] = "1"
-	}
 	ns.links[l.index] = l
 }
 

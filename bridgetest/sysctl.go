@@ -40,28 +40,3 @@ func (k *Kernel) writeSysctl(ns *netns, s nsutil.Sysctl) error {
 	ns.sysctls[s.Key] = s.Value
 	return nil
 }
-
-// readSysctl reads what writeSysctl wrote; a parameter never written
-// reads "0", and one of a device that does not exist fails like the
-// kernel's.
-func (k *Kernel) readSysctl(ns *netns, key string) (string, error) {
-	p, err := nsutil.Sysctl{Key: key}.Path()
-	if err != nil {
-		return "", err
-	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	v, ok := ns.sysctls[key]
-	parts := strings.Split(strings.TrimPrefix(p, "/proc/sys/net/"), "/")
-	if len(parts) == 4 && (parts[1] == "conf" || parts[1] == "neigh") && parts[2] != "all" && parts[2] != "default" {
-		l := ns.byName(parts[2])
-		if l == nil {
-			return "", &os.PathError{Op: "open", Path: p, Err: syscall.ENOENT}
-		}
-		v, ok = l.sysctls[parts[0]+"."+parts[1]+"."+parts[3]]
-	}
-	if !ok {
-		return "0", nil
-	}
-	return v, nil
-}

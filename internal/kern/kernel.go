@@ -78,9 +78,6 @@ type Thread interface {
 	// WriteSysctl writes a net.* parameter of the thread's namespace.
 	// A key that does not exist there fails with os.ErrNotExist.
 	WriteSysctl(s nsutil.Sysctl) error
-	// ReadSysctl reads a net.* parameter of the thread's namespace, like
-	// WriteSysctl.
-	ReadSysctl(key string) (string, error)
 	// Enter moves the thread to ns.
 	Enter(ns NS) error
 	// BindPort binds a socket of proto (IPPROTO_*) to ip:port (0 = an

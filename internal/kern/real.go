@@ -159,8 +159,6 @@ func (realThread) DialRoute() (*netlink.Conn, error) {
 
 func (realThread) WriteSysctl(s nsutil.Sysctl) error { return nsutil.WriteSysctl(s) }
 
-func (realThread) ReadSysctl(key string) (string, error) { return nsutil.ReadSysctl(key) }
-
 func (realThread) Enter(ns NS) error {
 	r, ok := ns.(realNS)
 	if !ok {
