@@ -33,7 +33,7 @@ func (n *Network) Attach(ctx context.Context, cfg EndpointConfig) (*Endpoint, er
 	defer ns.Close()
 	e := &Endpoint{n: n, netns: cfg.NetNS, ifName: cfg.IfName, nsID: ns.ID()}
 	if err := e.create(ctx, op, ns, cfg); err != nil {
-		return nil, asError(op, err)
+		return nil, ctxError(ctx, op, err)
 	}
 	n.mu.Lock()
 	deleted := n.deleted

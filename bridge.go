@@ -119,9 +119,9 @@ func Open(ctx context.Context, opts Options) (*Driver, error) {
 		return nil, kernel(op, err)
 	}
 	d.release(c, nil)
-	if err := d.reclaimNow(); err != nil { // what a crashed driver had retired
+	if err := d.reclaimNow(ctx); err != nil { // what a crashed driver had retired
 		d.Close()
-		return nil, kernel(op, err)
+		return nil, ctxError(ctx, op, err)
 	}
 	d.wg.Go(d.reclaimLoop)
 	if !opts.NoFirewall {
@@ -143,10 +143,10 @@ func Open(ctx context.Context, opts Options) (*Driver, error) {
 	// The networks (not yet their endpoints), and the firewall checked
 	// against them. A driver's first lock always reads the records
 	// (refresh), which loads the networks.
-	err = d.locked(nil, d.checkFirewall)
+	err = d.locked(ctx, nil, d.checkFirewall)
 	if err != nil {
 		d.Close()
-		return nil, kernel(op, err)
+		return nil, ctxError(ctx, op, err)
 	}
 	if d.fw != nil {
 		d.wg.Go(d.watchFirewall)
@@ -242,15 +242,24 @@ func (d *Driver) flushConntrack(outbound bool, addrs ...netip.Addr) error {
 	return nat.FlushConntrack(d.ct, outbound, addrs...)
 }
 
-// withConn runs fn with a host conn.
-func (d *Driver) withConn(fn func(c *netlink.Conn) error) error {
+// withConn runs fn with a host conn that has ctx's deadline (see watch).
+func (d *Driver) withConn(ctx context.Context, fn func(c *netlink.Conn) error) error {
 	c, err := d.conn()
 	if err != nil {
 		return err
 	}
+	stop := watch(ctx, c)
 	err = fn(c)
+	stop()
 	d.release(c, err)
 	return err
+}
+
+// undo runs fn, a step undoing part of a failed operation, with a host
+// conn without deadline: the operation's own conn may have timed out with
+// an answer still queued on it.
+func (d *Driver) undo(fn func(c *netlink.Conn) error) error {
+	return d.withConn(context.Background(), fn)
 }
 
 // dialRoute opens a NETLINK_ROUTE socket in ns with extended acks, so

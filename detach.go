@@ -77,7 +77,7 @@ func (d *Driver) Detach(ctx context.Context, eps ...*Endpoint) error {
 	if len(todo) == 0 {
 		return nil
 	}
-	if err := d.retire(todo); err != nil {
+	if err := d.retire(ctx, todo); err != nil {
 		for _, e := range todo {
 			e.mu.Lock()
 			e.detached = false
@@ -87,7 +87,7 @@ func (d *Driver) Detach(ctx context.Context, eps ...*Endpoint) error {
 		if len(todo) > 1 {
 			op = fmt.Sprintf("detach %d endpoints", len(todo))
 		}
-		return kernel(op, err)
+		return ctxError(ctx, op, err)
 	}
 	for _, e := range todo {
 		e.n.release(e)
@@ -121,9 +121,10 @@ const reclaimDelay = 50 * time.Millisecond
 // addresses. (The flush, a CPU-bound walk of the whole table per request,
 // is not run alongside: the RCU grace periods that link changes wait for
 // would wait for it.) If a step on the links fails, pairs are deleted now
-// instead. A crash after the links leaves firewall elements of no
-// endpoint, which GC removes.
-func (d *Driver) retire(eps []*Endpoint) error {
+// instead, unless ctx cut the step short: then the endpoints stay as they
+// are, to be detached again. A crash after the links leaves firewall
+// elements of no endpoint, which GC removes.
+func (d *Driver) retire(ctx context.Context, eps []*Endpoint) error {
 	for _, e := range eps {
 		e.stopAdvertising()
 	}
@@ -132,8 +133,11 @@ func (d *Driver) retire(eps []*Endpoint) error {
 		hostEnds = append(hostEnds, link.RetireHostEndMsg(e.hostIndex, reclaimGroup))
 	}
 	deleted := false
-	err := d.locked(nil, func(c *netlink.Conn) (bool, error) {
+	err := d.locked(ctx, nil, func(c *netlink.Conn) (bool, error) {
 		if _, err := nl.ExecIgnoring(c, unix.ENODEV, hostEnds...); err != nil {
+			if cutShort(ctx, err) != nil {
+				return true, err
+			}
 			deleted = true
 			for _, e := range eps {
 				if err := e.deletePair(); err != nil {
@@ -232,7 +236,7 @@ func (e *Endpoint) retireSandboxEnd() error {
 
 // deletePair deletes the veth pair now (slow: see reclaimGroup).
 func (e *Endpoint) deletePair() error {
-	return e.n.d.withConn(func(c *netlink.Conn) error {
+	return e.n.d.undo(func(c *netlink.Conn) error {
 		err := link.Delete(c, e.hostIndex)
 		if errors.Is(err, unix.ENODEV) {
 			return nil
@@ -255,7 +259,7 @@ func (d *Driver) reclaimLoop() {
 	for {
 		select {
 		case <-d.ctx.Done():
-			d.logReclaim(d.reclaimNow())
+			d.logReclaim(d.reclaimNow(context.Background()))
 			return
 		case <-d.reclaim:
 		}
@@ -263,7 +267,7 @@ func (d *Driver) reclaimLoop() {
 		case <-d.ctx.Done():
 		case <-time.After(reclaimDelay):
 		}
-		d.logReclaim(d.reclaimNow())
+		d.logReclaim(d.reclaimNow(context.Background()))
 	}
 }
 
@@ -281,13 +285,13 @@ func (d *Driver) Reclaim(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return kernel("reclaim", err)
 	}
-	if err := d.reclaimNow(); err != nil {
-		return kernel("reclaim", err)
+	if err := d.reclaimNow(ctx); err != nil {
+		return ctxError(ctx, "reclaim", err)
 	}
 	return nil
 }
 
 // reclaimNow deletes every retired device in one request.
-func (d *Driver) reclaimNow() error {
-	return d.withConn(func(c *netlink.Conn) error { return link.DeleteGroup(c, reclaimGroup) })
+func (d *Driver) reclaimNow(ctx context.Context) error {
+	return d.withConn(ctx, func(c *netlink.Conn) error { return link.DeleteGroup(c, reclaimGroup) })
 }

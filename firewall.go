@@ -115,8 +115,8 @@ func (d *Driver) watchFirewall() {
 			}
 		case <-tick:
 		}
-		err := d.locked(nil, func(c *netlink.Conn) (bool, error) { return d.checkFirewall(c) })
-		if err != nil && !errors.Is(err, ErrClosed) {
+		err := d.locked(d.ctx, nil, func(c *netlink.Conn) (bool, error) { return d.checkFirewall(c) })
+		if err != nil && !errors.Is(err, ErrClosed) && d.ctx.Err() == nil {
 			d.log.Error("nlbridge: firewall check", "err", err)
 		}
 	}

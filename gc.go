@@ -23,9 +23,9 @@ import (
 func (d *Driver) GC(ctx context.Context, keep func(*Endpoint) bool) error {
 	const op = "gc"
 	if err := ctx.Err(); err != nil {
-		return kernel(op, err)
+		return ctxError(ctx, op, err)
 	}
-	err := d.locked(nil, func(c *netlink.Conn) (bool, error) {
+	err := d.locked(ctx, nil, func(c *netlink.Conn) (bool, error) {
 		if err := d.loadNetworks(c); err != nil {
 			return false, err
 		}
@@ -37,7 +37,7 @@ func (d *Driver) GC(ctx context.Context, keep func(*Endpoint) bool) error {
 		return false, nil
 	})
 	if err != nil {
-		return kernel(op, err)
+		return ctxError(ctx, op, err)
 	}
 	var drop []*Endpoint
 	for _, n := range d.networkList() {
@@ -51,10 +51,10 @@ func (d *Driver) GC(ctx context.Context, keep func(*Endpoint) bool) error {
 		return &Error{Op: op, Err: err}
 	}
 	if err := ctx.Err(); err != nil {
-		return kernel(op, err)
+		return ctxError(ctx, op, err)
 	}
 	var stale []netip.Addr
-	err = d.locked(nil, func(c *netlink.Conn) (bool, error) {
+	err = d.locked(ctx, nil, func(c *netlink.Conn) (bool, error) {
 		var err error
 		defer d.forgetPublished() // orphans may have gone
 		stale, err = d.collect(c)
@@ -64,7 +64,7 @@ func (d *Driver) GC(ctx context.Context, keep func(*Endpoint) bool) error {
 		err = d.flushConntrack(true, stale...)
 	}
 	if err != nil {
-		return kernel(op, err)
+		return ctxError(ctx, op, err)
 	}
 	return nil
 }

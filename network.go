@@ -135,7 +135,7 @@ func (d *Driver) CreateNetwork(ctx context.Context, cfg NetworkConfig) (*Network
 		return nil, kernel(op, err)
 	}
 	var n *Network
-	err := d.locked(nil, func(c *netlink.Conn) (bool, error) {
+	err := d.locked(ctx, nil, func(c *netlink.Conn) (bool, error) {
 		if old, ok := d.Network(cfg.Name); ok {
 			n = old
 			return false, old.sameConfig(op, cfg)
@@ -152,7 +152,7 @@ func (d *Driver) CreateNetwork(ctx context.Context, cfg NetworkConfig) (*Network
 		return true, nil
 	})
 	if err != nil {
-		return nil, asError(op, err)
+		return nil, ctxError(ctx, op, err)
 	}
 	return n, nil
 }
@@ -270,13 +270,13 @@ func (n *Network) setup(op string, c *netlink.Conn) (err error) {
 			Alias: pending.encode()})
 		if err != nil {
 			if br.Index != 0 { // created, but its record was refused
-				link.Delete(c, br.Index)
+				n.d.undo(func(c *netlink.Conn) error { return link.Delete(c, br.Index) })
 			}
 			return kernel(op, err)
 		}
 		defer func() {
 			if err != nil {
-				link.Delete(c, br.Index)
+				n.d.undo(func(c *netlink.Conn) error { return link.Delete(c, br.Index) })
 			}
 		}()
 	case err != nil:
@@ -436,7 +436,7 @@ func (n *Network) Delete(ctx context.Context) error {
 		return kernel(op, err)
 	}
 	var list []*Endpoint
-	err := n.d.locked(nil, func(c *netlink.Conn) (bool, error) {
+	err := n.d.locked(ctx, nil, func(c *netlink.Conn) (bool, error) {
 		if err := n.load(c); err != nil {
 			return false, err
 		}
@@ -479,7 +479,7 @@ func (n *Network) Delete(ctx context.Context) error {
 		n.d.unreserve(n)
 	}
 	if err := errors.Join(errs...); err != nil {
-		return kernel(op, err)
+		return ctxError(ctx, op, err)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"context"
 	"errors"
 	"net/netip"
 	"sort"
@@ -18,9 +19,9 @@ import (
 // next locked operation reads again what this driver had read.
 
 // locked runs fn under the host lock with a host conn (c, or one from the
-// pool), after reading the records again if another process changed them.
+// pool with ctx's deadline), after reading the records again if another process changed them.
 // fn reports whether it changed records.
-func (d *Driver) locked(c *netlink.Conn, fn func(c *netlink.Conn) (wrote bool, err error)) error {
+func (d *Driver) locked(ctx context.Context, c *netlink.Conn, fn func(c *netlink.Conn) (wrote bool, err error)) error {
 	if d.isClosed() {
 		return &Error{Op: "use driver", Kind: ErrClosed, Err: errors.New("the driver is closed")}
 	}
@@ -43,7 +44,7 @@ func (d *Driver) locked(c *netlink.Conn, fn func(c *netlink.Conn) (wrote bool, e
 	if c != nil {
 		return run(c)
 	}
-	return d.withConn(run)
+	return d.withConn(ctx, run)
 }
 
 func (d *Driver) isClosed() bool {
@@ -54,7 +55,7 @@ func (d *Driver) isClosed() bool {
 
 // sync reads the records again if another process changed them.
 func (d *Driver) sync(what string) {
-	if err := d.locked(nil, func(*netlink.Conn) (bool, error) { return false, nil }); err != nil && !errors.Is(err, ErrClosed) {
+	if err := d.locked(context.Background(), nil, func(*netlink.Conn) (bool, error) { return false, nil }); err != nil && !errors.Is(err, ErrClosed) {
 		d.log.Error("nlbridge: reading records", "for", what, "err", err)
 	}
 }
@@ -320,7 +321,7 @@ func (d *Driver) Networks() []*Network {
 // Endpoints returns the network's complete endpoints, sorted by ID: those
 // attached by this driver and those recovered from the kernel.
 func (n *Network) Endpoints() []*Endpoint {
-	err := n.d.locked(nil, func(c *netlink.Conn) (bool, error) { return false, n.load(c) })
+	err := n.d.locked(context.Background(), nil, func(c *netlink.Conn) (bool, error) { return false, n.load(c) })
 	if err != nil && !errors.Is(err, ErrClosed) {
 		n.d.log.Error("nlbridge: reading endpoints", "network", n.cfg.Name, "err", err)
 	}

@@ -39,7 +39,8 @@ func (e *Endpoint) create(ctx context.Context, op string, ns kern.NS, cfg Endpoi
 	if err != nil {
 		return kernel(op, err)
 	}
-	defer func() { n.d.release(hc, err) }()
+	stop := watch(ctx, hc)
+	defer func() { stop(); n.d.release(hc, err) }()
 	var sc *netlink.Conn
 	reserved, published := false, false
 	defer func() {
@@ -50,7 +51,7 @@ func (e *Endpoint) create(ctx context.Context, op string, ns kern.NS, cfg Endpoi
 			return
 		}
 		if e.hostIndex != 0 { // deleting the pair takes addresses and routes with it
-			link.Delete(hc, e.hostIndex)
+			n.d.undo(func(c *netlink.Conn) error { return link.Delete(c, e.hostIndex) })
 		}
 		if !published { // held, but not in the firewall
 			e.releasePorts()
@@ -66,11 +67,12 @@ func (e *Endpoint) create(ctx context.Context, op string, ns kern.NS, cfg Endpoi
 		if sc, err = t.DialRoute(); err != nil {
 			return kernel(op, err)
 		}
+		defer watch(ctx, sc)()
 		routes, err := route.List(sc)
 		if err != nil {
 			return kernel(op, err)
 		}
-		err = n.d.locked(hc, func(hc *netlink.Conn) (bool, error) {
+		err = n.d.locked(ctx, hc, func(hc *netlink.Conn) (bool, error) {
 			if err := n.load(hc); err != nil {
 				return false, kernel(op, err)
 			}
@@ -103,7 +105,7 @@ func (e *Endpoint) create(ctx context.Context, op string, ns kern.NS, cfg Endpoi
 				return kernel(op, err)
 			}
 		}
-		return n.d.locked(hc, func(hc *netlink.Conn) (bool, error) {
+		return n.d.locked(ctx, hc, func(hc *netlink.Conn) (bool, error) {
 			if len(cfg.Ports) > 0 {
 				// Host ports clash across networks and processes: check
 				// against every port in the firewall (complete under the
@@ -263,7 +265,7 @@ func (e *Endpoint) createVeth(op string, ns kern.NS, sc, hc *netlink.Conn, auto 
 			return nil
 		}
 		if l.Index != 0 { // created, but a follow-up failed
-			link.Delete(hc, l.Index)
+			n.d.undo(func(c *netlink.Conn) error { return link.Delete(c, l.Index) })
 			return kernel(op, err)
 		}
 		if errors.Is(err, unix.EXFULL) {

@@ -69,15 +69,11 @@ func (k *Kernel) fault(ns *netns, m netlink.Message, sysctl string) syscall.Errn
 	return 0
 }
 
-// dial returns a conn of the family in ns: request/answer conns are
-// backed by nltest; NETLINK_NETFILTER ones by sock, which can watch
-// events.
+// dial returns a conn of the family in ns.
 func (k *Kernel) dial(ns *netns, family int) (*netlink.Conn, error) {
 	switch family {
-	case unix.NETLINK_ROUTE:
-		return nltest.Dial(k.connFunc(ns, family)), nil
-	case unix.NETLINK_NETFILTER:
-		return netlink.NewConn(k.newSock(ns), nltest.PID), nil
+	case unix.NETLINK_ROUTE, unix.NETLINK_NETFILTER:
+		return netlink.NewConn(k.newSock(ns, family), nltest.PID), nil
 	}
 	return nil, syscall.EPROTONOSUPPORT
 }
