@@ -128,9 +128,9 @@ func Open(ctx context.Context, opts Options) (*Driver, error) {
 		var nc *nftables.Conn
 		var raw *netlink.Conn
 		if nc, err = ns.NFTables(); err == nil {
-			if raw, err = ns.Dial(unix.NETLINK_NETFILTER); err == nil {
+			if raw, err = dial(ns, unix.NETLINK_NETFILTER); err == nil {
 				d.fw = nat.FromConn(nc, raw, opts.Table)
-				d.ct, err = ns.Dial(unix.NETLINK_NETFILTER)
+				d.ct, err = dial(ns, unix.NETLINK_NETFILTER)
 			} else {
 				nc.CloseLasting()
 			}
@@ -205,7 +205,7 @@ func (d *Driver) conn() (*netlink.Conn, error) {
 		return c, nil
 	default:
 	}
-	return dialRoute(d.host)
+	return dial(d.host, unix.NETLINK_ROUTE)
 }
 
 // release returns a conn to the pool after use; err is the error of its
@@ -262,11 +262,13 @@ func (d *Driver) undo(fn func(c *netlink.Conn) error) error {
 	return d.withConn(context.Background(), fn)
 }
 
-// dialRoute opens a NETLINK_ROUTE socket in ns with extended acks, so
-// kernel refusals carry the kernel's reason.
-func dialRoute(ns kern.NS) (c *netlink.Conn, err error) {
+// dial opens a netlink socket of the family in ns, on a thread there
+// (see kern.Thread.Dial). It is how the driver gets every netlink conn,
+// except the nftables one (kern.NS.NFTables) and, on a thread that is in
+// the namespace already, t.Dial itself.
+func dial(ns kern.NS, family int) (c *netlink.Conn, err error) {
 	err = ns.Do(func(t kern.Thread) error {
-		c, err = t.DialRoute()
+		c, err = t.Dial(family)
 		return err
 	})
 	return c, err

@@ -210,7 +210,7 @@ func (e *Endpoint) retireSandboxEnd() error {
 	if !e.recovered && ns.ID() != e.nsID {
 		return nil
 	}
-	sc, err := dialRoute(ns)
+	sc, err := dial(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return err
 	}

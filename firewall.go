@@ -126,7 +126,7 @@ func (d *Driver) watchFirewall() {
 // chains, rules and sets (not elements: those are the drivers' own
 // traffic). It reports false on watching once it cannot watch.
 func (d *Driver) watchEvents(kick chan<- struct{}, watching chan<- bool) {
-	c, err := d.host.Dial(unix.NETLINK_NETFILTER)
+	c, err := dial(d.host, unix.NETLINK_NETFILTER)
 	if err == nil {
 		if err = c.JoinGroup(unix.NFNLGRP_NFTABLES); err != nil {
 			c.Close()

@@ -64,7 +64,7 @@ func (e *Endpoint) create(ctx context.Context, op string, ns kern.NS, cfg Endpoi
 	}()
 	err = ns.Do(func(t kern.Thread) error {
 		var err error
-		if sc, err = t.DialRoute(); err != nil {
+		if sc, err = t.Dial(unix.NETLINK_ROUTE); err != nil {
 			return kernel(op, err)
 		}
 		defer watch(ctx, sc)()

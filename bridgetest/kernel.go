@@ -268,10 +268,6 @@ func (h *nsHandle) Close() error {
 	return nil
 }
 
-func (h *nsHandle) Dial(family int) (*netlink.Conn, error) {
-	return h.k.dial(h.ns, family)
-}
-
 func (h *nsHandle) NFTables() (*nftables.Conn, error) {
 	var fn nltest.Func = h.k.connFunc(h.ns, unix.NETLINK_NETFILTER)
 	return nftables.New(nftables.WithTestDial(fn), nftables.AsLasting())
@@ -291,7 +287,7 @@ type thread struct {
 	ns *netns
 }
 
-func (t *thread) DialRoute() (*netlink.Conn, error) { return t.k.dial(t.ns, unix.NETLINK_ROUTE) }
+func (t *thread) Dial(family int) (*netlink.Conn, error) { return t.k.dial(t.ns, family) }
 
 func (t *thread) Enter(ns kern.NS) error {
 	h, ok := ns.(*nsHandle)

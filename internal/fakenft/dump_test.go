@@ -23,7 +23,7 @@ func TestDumpIsNftsListing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := ns.Dial(unix.NETLINK_NETFILTER)
+	raw, err := k.Dial("", unix.NETLINK_NETFILTER)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -57,8 +57,6 @@ type NS interface {
 	// FD is the value to send in IFLA_NET_NS_FD for this namespace,
 	// valid until Close.
 	FD() int
-	// Dial opens a netlink socket of the family inside the namespace.
-	Dial(family int) (*netlink.Conn, error)
 	// NFTables opens a lasting nftables conn inside the namespace.
 	NFTables() (*nftables.Conn, error)
 	// Do runs fn on a thread inside the namespace (see nsutil.NS.Do).
@@ -72,9 +70,11 @@ type NS interface {
 // Thread is what code running on a thread inside a namespace (see
 // NS.Do) can do there.
 type Thread interface {
-	// DialRoute opens a NETLINK_ROUTE socket, with extended acks, in
-	// the thread's namespace.
-	DialRoute() (*netlink.Conn, error)
+	// Dial opens a netlink socket of the family (unix.NETLINK_ROUTE or
+	// unix.NETLINK_NETFILTER) in the thread's namespace; a NETLINK_ROUTE
+	// one has extended acks, so refusals carry the kernel's reason. It is
+	// the driver's one way to a netlink socket in a namespace.
+	Dial(family int) (*netlink.Conn, error)
 	// WriteSysctl writes a net.* parameter of the thread's namespace.
 	// A key that does not exist there fails with os.ErrNotExist.
 	WriteSysctl(s nsutil.Sysctl) error

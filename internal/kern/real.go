@@ -124,11 +124,10 @@ func (Real) StartTime(pid int) uint64 {
 // realNS is an nsutil.NS.
 type realNS struct{ ns *nsutil.NS }
 
-func (n realNS) Path() string                           { return n.ns.Path() }
-func (n realNS) ID() nsutil.ID                          { return n.ns.ID() }
-func (n realNS) FD() int                                { return n.ns.FD() }
-func (n realNS) Close() error                           { return n.ns.Close() }
-func (n realNS) Dial(family int) (*netlink.Conn, error) { return n.ns.Dial(family) }
+func (n realNS) Path() string  { return n.ns.Path() }
+func (n realNS) ID() nsutil.ID { return n.ns.ID() }
+func (n realNS) FD() int       { return n.ns.FD() }
+func (n realNS) Close() error  { return n.ns.Close() }
 
 func (n realNS) NFTables() (*nftables.Conn, error) {
 	return nftables.New(nftables.WithNetNSFd(n.ns.FD()), nftables.AsLasting())
@@ -145,10 +144,10 @@ func (n realNS) Announcer(index int, mac net.HardwareAddr, ip4, ip6 netip.Addr) 
 // realThread acts on the calling thread's namespace.
 type realThread struct{}
 
-func (realThread) DialRoute() (*netlink.Conn, error) {
-	c, err := netlink.Dial(unix.NETLINK_ROUTE, nil)
-	if err != nil {
-		return nil, err
+func (realThread) Dial(family int) (*netlink.Conn, error) {
+	c, err := netlink.Dial(family, nil)
+	if err != nil || family != unix.NETLINK_ROUTE {
+		return c, err
 	}
 	if err := c.SetOption(netlink.ExtendedAcknowledge, true); err != nil {
 		c.Close()
