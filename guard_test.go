@@ -38,8 +38,8 @@ func guardedNet(t *testing.T, log *[]string) *Network {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fw, err := nat.New(c, r.Dial(), "t")
-	if err != nil {
+	fw, err := nat.FromConn(c, r.Dial(), "t"), error(nil)
+	if err = fw.Rebuild(nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	*log = nil

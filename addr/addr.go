@@ -1,7 +1,9 @@
 // Package addr adds, lists and deletes interface addresses over rtnetlink,
 // with netip.Prefix in and out.
 //
-// Functions ending in Msg only build a request, for batching with nl.Exec.
+// List reads a device's addresses. AddMsg and DeleteMsg only build a
+// request (with the Acknowledge flag), so that several go in one round
+// trip: send them with (*netlink.Conn).SendMessages and read one ack each.
 // All functions are safe for concurrent use as far as the conn is.
 package addr
 

@@ -26,7 +26,7 @@ type BridgeSpec struct {
 // CreateBridge creates an administratively up bridge in one request and
 // returns it as the kernel echoed it back.
 func CreateBridge(c *netlink.Conn, s BridgeSpec) (Link, error) {
-	m, err := CreateBridgeMsg(s)
+	m, err := createBridgeMsg(s)
 	if err != nil {
 		return Link{}, err
 	}
@@ -47,8 +47,8 @@ func setAliasByNameMsg(name, alias string) netlink.Message {
 		Data: append(ifinfo(unix.AF_UNSPEC, 0, 0, 0), a...)}
 }
 
-// CreateBridgeMsg builds the RTM_NEWLINK of CreateBridge.
-func CreateBridgeMsg(s BridgeSpec) (netlink.Message, error) {
+// createBridgeMsg builds the RTM_NEWLINK of CreateBridge.
+func createBridgeMsg(s BridgeSpec) (netlink.Message, error) {
 	a := &rtnetlink.LinkAttributes{Name: s.Name, MTU: uint32(s.MTU), Address: s.MAC,
 		Info: &rtnetlink.LinkInfo{Kind: "bridge"}}
 	return newLinkMsg(a, s.Group, true)
@@ -82,7 +82,7 @@ func createEcho(c *netlink.Conn, what string, msgs ...netlink.Message) (Link, er
 	for _, r := range replies {
 		if r.Header.Type == unix.RTM_NEWLINK {
 			var perr error
-			if l, perr = Parse(r); perr != nil && err == nil {
+			if l, perr = parse(r); perr != nil && err == nil {
 				err = perr
 			}
 			break

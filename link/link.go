@@ -1,11 +1,17 @@
 // Package link creates, reads and deletes network devices over rtnetlink:
 // bridges, veth pairs whose peer is born in another namespace, bridge-port
-// flags and link groups.
+// flags and link groups. On its own it gives: CreateBridge, CreateVeth,
+// Get, GetIndex, List, ListFiltered, Delete and DeleteGroup, which send
+// and wait for the kernel's answer.
 //
-// Functions ending in Msg only build a request, so callers can batch several
-// into one round trip with nl.Exec; the others send and wait. All take the
-// caller's *netlink.Conn (a NETLINK_ROUTE socket, or nltest.Dial in tests)
-// and are safe for concurrent use as far as the conn is.
+// Functions ending in Msg only build a request (with the Acknowledge
+// flag), so that several go in one round trip: send them with
+// (*netlink.Conn).SendMessages and read one ack each. The generic ones
+// are UpMsg, SetMsg, SetAliasMsg, DeleteMsg and AddrGenModeNoneMsg;
+// HostEndMsg, RetireHostEndMsg and RetireMsgs are the steps of the bridge
+// driver's attach and detach. All take the caller's *netlink.Conn (a
+// NETLINK_ROUTE socket, or nltest.Dial in tests) and are safe for
+// concurrent use as far as the conn is.
 package link
 
 import (
@@ -68,7 +74,7 @@ func get(c *netlink.Conn, req *rtnetlink.LinkMessage, what string) (Link, error)
 	if len(msgs) != 1 {
 		return Link{}, fmt.Errorf("get link %s: %d answers", what, len(msgs))
 	}
-	return Parse(msgs[0])
+	return parse(msgs[0])
 }
 
 // List reads every device in the conn's namespace.
@@ -85,13 +91,13 @@ type Filter struct {
 
 // ListFiltered reads the devices the filter selects, without statistics.
 func ListFiltered(c *netlink.Conn, f Filter) ([]Link, error) {
-	msgs, err := nl.Dump(c, unix.RTM_GETLINK, ListMsgData(f))
+	msgs, err := nl.Dump(c, unix.RTM_GETLINK, listMsgData(f))
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
 	links := make([]Link, 0, len(msgs))
 	for _, m := range msgs {
-		l, err := Parse(m)
+		l, err := parse(m)
 		if err != nil {
 			return nil, err
 		}
@@ -100,8 +106,8 @@ func ListFiltered(c *netlink.Conn, f Filter) ([]Link, error) {
 	return links, nil
 }
 
-// ListMsgData encodes the body of ListFiltered's dump request.
-func ListMsgData(f Filter) []byte {
+// listMsgData encodes the body of ListFiltered's dump request.
+func listMsgData(f Filter) []byte {
 	ae := netlink.NewAttributeEncoder()
 	ae.Uint32(unix.IFLA_EXT_MASK, 1<<3) // RTEXT_FILTER_SKIP_STATS
 	if f.Master != 0 {
@@ -125,8 +131,8 @@ func SetAliasMsg(index uint32, alias string) netlink.Message {
 		Data: append(ifinfo(unix.AF_UNSPEC, index, 0, 0), a...)}
 }
 
-// Parse decodes an RTM_NEWLINK message.
-func Parse(m netlink.Message) (Link, error) {
+// parse decodes an RTM_NEWLINK message.
+func parse(m netlink.Message) (Link, error) {
 	var lm rtnetlink.LinkMessage
 	if err := lm.UnmarshalBinary(m.Data); err != nil {
 		return Link{}, fmt.Errorf("decode link: %w", err)

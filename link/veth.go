@@ -30,7 +30,7 @@ type VethSpec struct {
 // bridge port (see HostEndMsg). It returns the host end; its Peer field is
 // the peer's index in the peer's namespace.
 func CreateVeth(c *netlink.Conn, s VethSpec) (Link, error) {
-	m, err := CreateVethMsg(s)
+	m, err := createVethMsg(s)
 	if err != nil {
 		return Link{}, err
 	}
@@ -82,9 +82,9 @@ func addrGenModeNone() []byte {
 	return b
 }
 
-// CreateVethMsg builds the RTM_NEWLINK of CreateVeth. The peer cannot be
+// createVethMsg builds the RTM_NEWLINK of CreateVeth. The peer cannot be
 // set up here: veth_open would fail with ENOTCONN before the pair is linked.
-func CreateVethMsg(s VethSpec) (netlink.Message, error) {
+func createVethMsg(s VethSpec) (netlink.Message, error) {
 	peer := &rtnetlink.LinkMessage{Attributes: &rtnetlink.LinkAttributes{
 		Name: s.PeerName, Address: s.PeerMAC, MTU: uint32(s.MTU),
 		NetNS: rtnetlink.NetNSForFD(uint32(s.PeerNetNS)),

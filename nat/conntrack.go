@@ -26,20 +26,20 @@ const (
 	ipctnlMsgCtDelete = 2
 )
 
-// FlushConntrackMsgs builds the deletes of every conntrack entry involving
+// flushConntrackMsgs builds the deletes of every conntrack entry involving
 // addr: as original source (its outbound flows, NATed or not) and as reply
 // source (every flow to it: routed ones, whose reply source is their
 // original destination, and DNAT'ed ones to a published port). The kernel
 // runs each as a filtered flush (Linux 6.8+), a walk of the whole conntrack
 // table, so there are as few as that.
-func FlushConntrackMsgs(addr netip.Addr) []netlink.Message {
+func flushConntrackMsgs(addr netip.Addr) []netlink.Message {
 	return flushMsgs(addr, true)
 }
 
-// FlushInboundConntrackMsgs builds only the delete of entries whose reply
+// flushInboundConntrackMsgs builds only the delete of entries whose reply
 // source is addr: every flow to it. That is what can appear for an address
 // after its endpoint is gone; its own outbound flows cannot.
-func FlushInboundConntrackMsgs(addr netip.Addr) []netlink.Message {
+func flushInboundConntrackMsgs(addr netip.Addr) []netlink.Message {
 	return flushMsgs(addr, false)
 }
 

@@ -11,7 +11,11 @@
 // port, or by bridge-port name, so adding one costs the same however many
 // exist.
 //
-// A *Firewall is safe for concurrent use.
+// On its own: Open (or FromConn, on conns of one's own) gives the
+// Firewall of a table; Rebuild builds it from a list of networks, ports
+// and guards, Apply changes it in one batch, Check compares it with what
+// Rebuild would make; FlushConntrack removes an address's conntrack
+// entries. A *Firewall is safe for concurrent use.
 package nat
 
 import (
@@ -55,19 +59,10 @@ func Open(fd int, table string) (*Firewall, error) {
 
 // FromConn returns the firewall of the named table ("" = DefaultTable) on
 // c, an nftables conn, and raw, a NETLINK_NETFILTER conn of the same
-// namespace, without touching the kernel; Close closes both.
+// namespace (in tests, nftables.WithTestDial and nltest.Dial), without
+// touching the kernel; Close closes both.
 func FromConn(c *nftables.Conn, raw *netlink.Conn, table string) *Firewall {
 	return newFirewall(c, raw, table)
-}
-
-// New builds empty tables over existing conns (for tests, made with
-// nftables.WithTestDial and nltest), replacing any tables of that name.
-func New(c *nftables.Conn, raw *netlink.Conn, table string) (*Firewall, error) {
-	f := newFirewall(c, raw, table)
-	if err := f.Rebuild(nil, nil, nil); err != nil {
-		return nil, err
-	}
-	return f, nil
 }
 
 func newFirewall(c *nftables.Conn, raw *netlink.Conn, table string) *Firewall {

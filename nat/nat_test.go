@@ -24,8 +24,8 @@ func fake(t *testing.T) (*nat.Firewall, *nltestutil.Recorder) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := nat.New(c, r.Dial(), "t")
-	if err != nil {
+	f, err := nat.FromConn(c, r.Dial(), "t"), error(nil)
+	if err = f.Rebuild(nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	return f, r

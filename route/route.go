@@ -1,6 +1,8 @@
 // Package route adds and lists routes over rtnetlink, with netip types.
 //
-// Functions ending in Msg only build a request, for batching with nl.Exec.
+// List and Get read routes. AddMsg and AddDefaultMsg only build a request
+// (with the Acknowledge flag), so that several go in one round trip: send
+// them with (*netlink.Conn).SendMessages and read one ack each.
 // All functions are safe for concurrent use as far as the conn is.
 package route
 

@@ -1,0 +1,4 @@
+package link
+
+// For the external tests.
+var ListMsgData = listMsgData

@@ -1,0 +1,7 @@
+package nat
+
+// For the external tests.
+var (
+	FlushConntrackMsgs        = flushConntrackMsgs
+	FlushInboundConntrackMsgs = flushInboundConntrackMsgs
+)
