@@ -232,14 +232,26 @@ func (d *Driver) release(c *netlink.Conn, err error) {
 }
 
 // flushConntrack deletes the conntrack entries of the addresses (inbound
-// ones only unless outbound), if the firewall is on.
-func (d *Driver) flushConntrack(outbound bool, addrs ...netip.Addr) error {
+// ones only unless outbound), if the firewall is on, with ctx's deadline
+// on the conntrack conn. A conn whose socket failed (answers may still be
+// queued on it, e.g. after a deadline) is replaced by a new one.
+func (d *Driver) flushConntrack(ctx context.Context, outbound bool, addrs ...netip.Addr) error {
 	if d.ct == nil || len(addrs) == 0 {
 		return nil
 	}
 	d.ctMu.Lock()
 	defer d.ctMu.Unlock()
-	return nat.FlushConntrack(d.ct, outbound, addrs...)
+	stop := watch(ctx, d.ct)
+	err := nat.FlushConntrack(d.ct, outbound, addrs...)
+	stop()
+	var oe *netlink.OpError
+	if errors.As(err, &oe) && oe.Sequence == 0 {
+		if c, derr := dial(d.host, unix.NETLINK_NETFILTER); derr == nil {
+			d.ct.Close()
+			d.ct = c
+		}
+	}
+	return err
 }
 
 // withConn runs fn with a host conn that has ctx's deadline (see watch).

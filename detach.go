@@ -18,7 +18,7 @@ import (
 
 // flushReused deletes stale conntrack entries (UDP flows, NAT bindings) of
 // addresses that an earlier endpoint of the network had.
-func (e *Endpoint) flushReused() error {
+func (e *Endpoint) flushReused(ctx context.Context) error {
 	n := e.n
 	n.mu.Lock()
 	var reused []netip.Addr
@@ -28,14 +28,14 @@ func (e *Endpoint) flushReused() error {
 		}
 	}
 	n.mu.Unlock()
-	return n.d.flushConntrack(false, reused...) // its predecessor's own flows went at its detach
+	return n.d.flushConntrack(ctx, false, reused...) // its predecessor's own flows went at its detach
 }
 
 // cutOff stops the endpoint's announcements and removes its firewall
 // elements and conntrack entries: after it, no traffic is NATed to it.
 func (e *Endpoint) cutOff() error {
 	eps := []*Endpoint{e}
-	return errors.Join(e.n.d.unpublish(eps), e.n.d.flushConntrack(true, addrsOf(eps)...))
+	return errors.Join(e.n.d.unpublish(eps), e.n.d.flushConntrack(context.Background(), true, addrsOf(eps)...))
 }
 
 // Detach removes the endpoint. It returns as soon as the endpoint is cut
@@ -152,7 +152,7 @@ func (d *Driver) retire(ctx context.Context, eps []*Endpoint) error {
 	if err != nil {
 		return err
 	}
-	errs := []error{d.flushConntrack(true, addrsOf(eps)...)}
+	errs := []error{d.flushConntrack(context.Background(), true, addrsOf(eps)...)} // the links are out: finish
 	for _, e := range eps {
 		if !deleted && e.retireSandboxEnd() != nil {
 			errs = append(errs, e.deletePair())

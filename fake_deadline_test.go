@@ -173,3 +173,23 @@ func TestFakeCancelBlockedAttach(t *testing.T) {
 		t.Errorf("a cancel reported as a deadline: %v", err)
 	}
 }
+
+// The conntrack conn gets the deadline too: an attach that reuses an
+// address flushes its entries, and a flush that hangs ends the attach.
+// The conn is replaced, so the next attach goes through.
+func TestFakeDeadlineConntrack(t *testing.T) {
+	f := newFake(t, bridge.Options{})
+	n := f.network(bridge.NetworkConfig{Name: "br0", IPv4: v4net})
+	cfg := bridge.EndpointConfig{NetNS: f.sandbox("c1"), ID: "c1", Advertise: &bridge.Advertise{}}
+	if err := f.attach(n, cfg).Detach(f.ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := f.settled()
+	err := f.cutShort(bridgetest.Fault{Type: ctDelete, NetNS: bridgetest.HostNS}, func(ctx context.Context) error {
+		_, err := n.Attach(ctx, cfg) // the detached endpoint's address again
+		return err
+	})
+	isDeadline(t, err)
+	same(t, "after the attach", noResidue(f.settled()), noResidue(before))
+	f.attach(n, cfg)
+}

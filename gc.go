@@ -61,7 +61,7 @@ func (d *Driver) GC(ctx context.Context, keep func(*Endpoint) bool) error {
 		return true, err
 	})
 	if err == nil {
-		err = d.flushConntrack(true, stale...)
+		err = d.flushConntrack(ctx, true, stale...)
 	}
 	if err != nil {
 		return ctxError(ctx, op, err)

@@ -471,7 +471,7 @@ func (n *Network) Delete(ctx context.Context) error {
 	errs := []error{err}
 	// With the links gone no new entries can appear: flush them now, all
 	// in one request.
-	errs = append(errs, n.d.flushConntrack(true, addrsOf(list)...))
+	errs = append(errs, n.d.flushConntrack(context.Background(), true, addrsOf(list)...))
 	n.mu.Lock()
 	deleted := n.deleted
 	n.mu.Unlock()

@@ -134,7 +134,7 @@ func (e *Endpoint) create(ctx context.Context, op string, ns kern.NS, cfg Endpoi
 	if err != nil {
 		return err
 	}
-	if err := e.flushReused(); err != nil {
+	if err := e.flushReused(ctx); err != nil {
 		return kernel(op, err)
 	}
 	adv, _ := cfg.Advertise.resolve(op) // checked in checkEndpoint
