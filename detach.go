@@ -10,6 +10,7 @@ import (
 
 	"github.com/mdlayher/netlink"
 	"github.com/nlbridge/bridge/addr"
+	"github.com/nlbridge/bridge/internal/linkmsg"
 	"github.com/nlbridge/bridge/internal/nl"
 	"github.com/nlbridge/bridge/link"
 	"github.com/nlbridge/bridge/nat"
@@ -130,7 +131,7 @@ func (d *Driver) retire(ctx context.Context, eps []*Endpoint) error {
 	}
 	var hostEnds []netlink.Message
 	for _, e := range eps {
-		hostEnds = append(hostEnds, link.RetireHostEndMsg(e.hostIndex, reclaimGroup))
+		hostEnds = append(hostEnds, linkmsg.RetireHostEnd(e.hostIndex, reclaimGroup))
 	}
 	deleted := false
 	err := d.locked(ctx, nil, func(c *netlink.Conn) (bool, error) {
@@ -221,7 +222,7 @@ func (e *Endpoint) retireSandboxEnd() error {
 			return nil
 		}
 	}
-	msgs := link.RetireMsgs(e.ifIndex, "nlbd"+randomHex(7))
+	msgs := linkmsg.Retire(e.ifIndex, "nlbd"+randomHex(7))
 	for _, p := range []netip.Prefix{e.ipv4, e.ipv6} {
 		if p.IsValid() { // IPv4 addresses outlive the link going down
 			msgs = append(msgs, addr.DeleteMsg(e.ifIndex, p))

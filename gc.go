@@ -6,6 +6,7 @@ import (
 	"net/netip"
 
 	"github.com/mdlayher/netlink"
+	"github.com/nlbridge/bridge/internal/linkmsg"
 	"github.com/nlbridge/bridge/internal/nl"
 	"github.com/nlbridge/bridge/link"
 	"github.com/nlbridge/bridge/nat"
@@ -111,7 +112,7 @@ func (d *Driver) collect(c *netlink.Conn) ([]netip.Addr, error) {
 		switch {
 		case l.Group == reclaimGroup: // retired; its detach may have died before the flush
 		case rec.Owner != (owner{}) && !rec.Owner.alive(d.k):
-			half = append(half, link.RetireHostEndMsg(l.Index, reclaimGroup))
+			half = append(half, linkmsg.RetireHostEnd(l.Index, reclaimGroup))
 			delete(devices, l.Name)
 		default:
 			continue

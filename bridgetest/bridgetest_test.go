@@ -17,6 +17,7 @@ import (
 	"github.com/nlbridge/bridge/addr"
 	"github.com/nlbridge/bridge/bridgetest"
 	"github.com/nlbridge/bridge/internal/kern"
+	"github.com/nlbridge/bridge/internal/linkmsg"
 	"github.com/nlbridge/bridge/internal/nl"
 	"github.com/nlbridge/bridge/link"
 	"github.com/nlbridge/bridge/nsutil"
@@ -110,9 +111,9 @@ func TestLinks(t *testing.T) {
 	if _, err := nl.Exec(sc, link.UpMsg(v.Peer)); err != nil {
 		t.Fatal(err)
 	}
-	_, err = nl.Exec(sc, link.RetireMsgs(v.Peer, "lo")[1])
+	_, err = nl.Exec(sc, linkmsg.Retire(v.Peer, "lo")[1])
 	wantErrno(t, "renaming to a taken name", err, unix.EEXIST)
-	if _, err := nl.Exec(sc, link.RetireMsgs(v.Peer, "nlbd0")...); err != nil {
+	if _, err := nl.Exec(sc, linkmsg.Retire(v.Peer, "nlbd0")...); err != nil {
 		t.Errorf("down, then rename: %v", err)
 	}
 	_, err = nl.Exec(c, link.SetAliasMsg(br.Index, strings.Repeat("x", 256)))
@@ -177,7 +178,7 @@ func TestAddressesAndRoutes(t *testing.T) {
 	if _, err := nl.Exec(c, addr.AddMsg(br.Index, netip.MustParsePrefix("fd00::1/64"))); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := nl.Exec(c, link.RetireMsgs(br.Index, "br0")[0]); err != nil {
+	if _, err := nl.Exec(c, linkmsg.Retire(br.Index, "br0")[0]); err != nil {
 		t.Fatal(err)
 	}
 	rs, _ = route.List(c)

@@ -19,6 +19,7 @@ import (
 	"github.com/mdlayher/netlink/nltest"
 	"github.com/nlbridge/bridge/addr"
 	"github.com/nlbridge/bridge/bridgetest"
+	"github.com/nlbridge/bridge/internal/linkmsg"
 	"github.com/nlbridge/bridge/internal/nl"
 	"github.com/nlbridge/bridge/internal/testenv"
 	"github.com/nlbridge/bridge/link"
@@ -192,7 +193,7 @@ func kernelSteps() []kernelStep {
 			_, err := link.CreateVeth(e.host, link.VethSpec{Name: "veth3", Master: 1, PeerName: "eth3", PeerNetNS: e.boxFD})
 			return err
 		}},
-		{"rename an up device", func(e kernelEnv) error { return exec(e.host, link.RetireMsgs(br, "br9")[1]) }},
+		{"rename an up device", func(e kernelEnv) error { return exec(e.host, linkmsg.Retire(br, "br9")[1]) }},
 		{"alias of 256 bytes", func(e kernelEnv) error { return exec(e.host, link.SetAliasMsg(br, strings.Repeat("a", 256))) }},
 		{"alias of 255 bytes", func(e kernelEnv) error { return exec(e.host, link.SetAliasMsg(br, strings.Repeat("a", 255))) }},
 		{"route via an off-link gateway", func(e kernelEnv) error {
@@ -213,9 +214,9 @@ func kernelSteps() []kernelStep {
 			return exec(e.box, route.AddDefaultMsg(veth, netip.MustParseAddr("10.0.0.1"), 100))
 		}},
 		{"host end set up by name (the driver's second message)", func(e kernelEnv) error {
-			return exec(e.host, link.HostEndMsg("veth0", true, "nlbridge/1 ep id=x"))
+			return exec(e.host, linkmsg.HostEnd("veth0", true, "nlbridge/1 ep id=x"))
 		}},
-		{"host end by a missing name", func(e kernelEnv) error { return exec(e.host, link.HostEndMsg("vethX", false, "")) }},
+		{"host end by a missing name", func(e kernelEnv) error { return exec(e.host, linkmsg.HostEnd("vethX", false, "")) }},
 		{"addrgenmode none", func(e kernelEnv) error { return exec(e.box, link.AddrGenModeNoneMsg(veth)) }},
 		{"group, alias and up", func(e kernelEnv) error { return exec(e.host, link.SetMsg(br, true, 9, "nlbridge/1 net")) }},
 		{"route to ff02::1 through the sandbox end", func(e kernelEnv) error {
@@ -237,10 +238,10 @@ func kernelSteps() []kernelStep {
 			if err != nil {
 				return err
 			}
-			return exec(e.host, link.RetireHostEndMsg(l.Index, 0x6e6c0000))
+			return exec(e.host, linkmsg.RetireHostEnd(l.Index, 0x6e6c0000))
 		}},
 		{"retire the sandbox end", func(e kernelEnv) error {
-			return exec(e.box, append(link.RetireMsgs(veth, "nlbd1"), addr.DeleteMsg(veth, netip.MustParsePrefix("10.0.0.2/24")))...)
+			return exec(e.box, append(linkmsg.Retire(veth, "nlbd1"), addr.DeleteMsg(veth, netip.MustParsePrefix("10.0.0.2/24")))...)
 		}},
 		{"compare", nil},
 		{"delete group 0", func(e kernelEnv) error { return exec(e.host, group(0)) }},

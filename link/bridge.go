@@ -7,6 +7,7 @@ import (
 	"github.com/jsimonetti/rtnetlink/v2"
 	"github.com/mdlayher/netlink"
 	"github.com/mdlayher/netlink/nlenc"
+	"github.com/nlbridge/bridge/internal/linkmsg"
 	"github.com/nlbridge/bridge/internal/nl"
 	"golang.org/x/sys/unix"
 )
@@ -44,7 +45,7 @@ func setAliasByNameMsg(name, alias string) netlink.Message {
 		{Type: unix.IFLA_IFALIAS, Data: []byte(alias)},
 	})
 	return netlink.Message{Header: netlink.Header{Type: unix.RTM_NEWLINK, Flags: nl.Change},
-		Data: append(ifinfo(unix.AF_UNSPEC, 0, 0, 0), a...)}
+		Data: append(linkmsg.IfInfo(unix.AF_UNSPEC, 0, 0, 0), a...)}
 }
 
 // createBridgeMsg builds the RTM_NEWLINK of CreateBridge.

@@ -7,11 +7,9 @@
 // Functions ending in Msg only build a request (with the Acknowledge
 // flag), so that several go in one round trip: send them with
 // (*netlink.Conn).SendMessages and read one ack each. The generic ones
-// are UpMsg, SetMsg, SetAliasMsg, DeleteMsg and AddrGenModeNoneMsg;
-// HostEndMsg, RetireHostEndMsg and RetireMsgs are the steps of the bridge
-// driver's attach and detach. All take the caller's *netlink.Conn (a
-// NETLINK_ROUTE socket, or nltest.Dial in tests) and are safe for
-// concurrent use as far as the conn is.
+// are UpMsg, SetMsg, SetAliasMsg, DeleteMsg and AddrGenModeNoneMsg. All
+// take the caller's *netlink.Conn (a NETLINK_ROUTE socket, or nltest.Dial
+// in tests) and are safe for concurrent use as far as the conn is.
 package link
 
 import (
@@ -24,6 +22,7 @@ import (
 	"github.com/jsimonetti/rtnetlink/v2/driver"
 	"github.com/mdlayher/netlink"
 	"github.com/mdlayher/netlink/nlenc"
+	"github.com/nlbridge/bridge/internal/linkmsg"
 	"github.com/nlbridge/bridge/internal/nl"
 	"golang.org/x/sys/unix"
 )
@@ -128,7 +127,7 @@ func listMsgData(f Filter) []byte {
 func SetAliasMsg(index uint32, alias string) netlink.Message {
 	a, _ := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.IFLA_IFALIAS, Data: []byte(alias)}})
 	return netlink.Message{Header: netlink.Header{Type: unix.RTM_NEWLINK, Flags: nl.Change},
-		Data: append(ifinfo(unix.AF_UNSPEC, index, 0, 0), a...)}
+		Data: append(linkmsg.IfInfo(unix.AF_UNSPEC, index, 0, 0), a...)}
 }
 
 // parse decodes an RTM_NEWLINK message.
@@ -181,7 +180,7 @@ func Delete(c *netlink.Conn, index uint32) error {
 func DeleteMsg(index uint32) netlink.Message {
 	return netlink.Message{
 		Header: netlink.Header{Type: unix.RTM_DELLINK, Flags: nl.Change},
-		Data:   ifinfo(unix.AF_UNSPEC, index, 0, 0),
+		Data:   linkmsg.IfInfo(unix.AF_UNSPEC, index, 0, 0),
 	}
 }
 
@@ -195,7 +194,7 @@ func DeleteGroup(c *netlink.Conn, group uint32) error {
 	}
 	_, err := nl.Exec(c, netlink.Message{
 		Header: netlink.Header{Type: unix.RTM_DELLINK, Flags: nl.Change},
-		Data:   append(ifinfo(unix.AF_UNSPEC, 0, 0, 0), groupAttr(group)...),
+		Data:   append(linkmsg.IfInfo(unix.AF_UNSPEC, 0, 0, 0), groupAttr(group)...),
 	})
 	if errors.Is(err, unix.ENODEV) {
 		return nil
@@ -210,7 +209,7 @@ func DeleteGroup(c *netlink.Conn, group uint32) error {
 func UpMsg(index uint32) netlink.Message {
 	return netlink.Message{
 		Header: netlink.Header{Type: unix.RTM_NEWLINK, Flags: nl.Change},
-		Data:   ifinfo(unix.AF_UNSPEC, index, unix.IFF_UP, unix.IFF_UP),
+		Data:   linkmsg.IfInfo(unix.AF_UNSPEC, index, unix.IFF_UP, unix.IFF_UP),
 	}
 }
 
@@ -222,7 +221,7 @@ func SetMsg(index uint32, up bool, group uint32, alias string) netlink.Message {
 	if up {
 		flags = unix.IFF_UP
 	}
-	b := ifinfo(unix.AF_UNSPEC, index, flags, flags)
+	b := linkmsg.IfInfo(unix.AF_UNSPEC, index, flags, flags)
 	var attrs []netlink.Attribute
 	if alias != "" {
 		attrs = append(attrs, netlink.Attribute{Type: unix.IFLA_IFALIAS, Data: nlenc.Bytes(alias)})
@@ -237,43 +236,8 @@ func SetMsg(index uint32, up bool, group uint32, alias string) netlink.Message {
 	return netlink.Message{Header: netlink.Header{Type: unix.RTM_NEWLINK, Flags: nl.Change}, Data: b}
 }
 
-// ifinfo encodes a struct ifinfomsg.
-func ifinfo(family uint8, index, flags, change uint32) []byte {
-	b := make([]byte, unix.SizeofIfInfomsg)
-	b[0] = family
-	nlenc.PutUint32(b[4:8], index)
-	nlenc.PutUint32(b[8:12], flags)
-	nlenc.PutUint32(b[12:16], change)
-	return b
-}
-
 // groupAttr encodes IFLA_GROUP, which rtnetlink v2 can decode but not encode.
 func groupAttr(group uint32) []byte {
 	b, _ := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.IFLA_GROUP, Data: nlenc.Uint32Bytes(group)}})
 	return b
-}
-
-// RetireHostEndMsg builds an RTM_NEWLINK that takes a bridge port out of
-// service at once: off its bridge (IFLA_MASTER 0), down, and into link
-// group group, to be deleted later with others by DeleteGroup.
-func RetireHostEndMsg(index, group uint32) netlink.Message {
-	b := ifinfo(unix.AF_UNSPEC, index, 0, unix.IFF_UP)
-	a, _ := netlink.MarshalAttributes([]netlink.Attribute{
-		{Type: unix.IFLA_MASTER, Data: nlenc.Uint32Bytes(0)},
-		{Type: unix.IFLA_GROUP, Data: nlenc.Uint32Bytes(group)},
-	})
-	return netlink.Message{Header: netlink.Header{Type: unix.RTM_NEWLINK, Flags: nl.Change}, Data: append(b, a...)}
-}
-
-// RetireMsgs builds the requests that take a device out of the way in its
-// namespace: down (which also drops its routes and IPv6 addresses), then
-// renamed to name (a device must be down to be renamed), freeing its name
-// for a successor.
-func RetireMsgs(index uint32, name string) []netlink.Message {
-	down := netlink.Message{Header: netlink.Header{Type: unix.RTM_NEWLINK, Flags: nl.Change},
-		Data: ifinfo(unix.AF_UNSPEC, index, 0, unix.IFF_UP)}
-	a, _ := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.IFLA_IFNAME, Data: nlenc.Bytes(name)}})
-	rename := netlink.Message{Header: netlink.Header{Type: unix.RTM_NEWLINK, Flags: nl.Change},
-		Data: append(ifinfo(unix.AF_UNSPEC, index, 0, 0), a...)}
-	return []netlink.Message{down, rename}
 }

@@ -6,6 +6,7 @@ import (
 	"github.com/jsimonetti/rtnetlink/v2"
 	"github.com/jsimonetti/rtnetlink/v2/driver"
 	"github.com/mdlayher/netlink"
+	"github.com/nlbridge/bridge/internal/linkmsg"
 	"github.com/nlbridge/bridge/internal/nl"
 	"golang.org/x/sys/unix"
 )
@@ -27,34 +28,14 @@ type VethSpec struct {
 // CreateVeth creates the pair in one sendmsg: the create request (host end
 // down, on its bridge, in its group; the peer in its namespace with its
 // name, MAC and MTU) and one request that brings the host end up as a bare
-// bridge port (see HostEndMsg). It returns the host end; its Peer field is
+// bridge port (see linkmsg.HostEnd). It returns the host end; its Peer field is
 // the peer's index in the peer's namespace.
 func CreateVeth(c *netlink.Conn, s VethSpec) (Link, error) {
 	m, err := createVethMsg(s)
 	if err != nil {
 		return Link{}, err
 	}
-	return createEcho(c, "veth "+s.Name, m, HostEndMsg(s.Name, s.Isolated, s.Alias))
-}
-
-// HostEndMsg builds an RTM_NEWLINK that brings up the device named name as
-// a bridge port with no IPv6 addressing (addrgenmode none: no link-local
-// address, so no DAD, router solicitations or MLD, whose deferred work
-// would contend for the RTNL lock), if isolated bridge-port isolation, and
-// the alias, if not "". Port flags cannot ride in the create message (the
-// kernel ignores IFLA_INFO_SLAVE_DATA there), nor can the inet6 settings
-// (EAFNOSUPPORT) or an alias (ignored).
-func HostEndMsg(name string, isolated bool, alias string) netlink.Message {
-	a := &rtnetlink.LinkAttributes{Name: name}
-	if alias != "" {
-		a.Alias = &alias
-	}
-	if isolated {
-		on := driver.BridgeEnableEnabled
-		a.Info = &rtnetlink.LinkInfo{SlaveKind: "bridge", SlaveData: &driver.BridgePort{Isolated: &on}}
-	}
-	b, _ := (&rtnetlink.LinkMessage{Flags: unix.IFF_UP, Change: unix.IFF_UP, Attributes: a}).MarshalBinary()
-	return netlink.Message{Header: netlink.Header{Type: unix.RTM_NEWLINK, Flags: nl.Change}, Data: append(b, addrGenModeNone()...)}
+	return createEcho(c, "veth "+s.Name, m, linkmsg.HostEnd(s.Name, s.Isolated, s.Alias))
 }
 
 // AddrGenModeNoneMsg builds an RTM_NEWLINK that sets the device's IPv6
@@ -65,21 +46,7 @@ func HostEndMsg(name string, isolated bool, alias string) netlink.Message {
 // it with EAFNOSUPPORT.
 func AddrGenModeNoneMsg(index uint32) netlink.Message {
 	return netlink.Message{Header: netlink.Header{Type: unix.RTM_NEWLINK, Flags: nl.Change},
-		Data: append(ifinfo(unix.AF_UNSPEC, index, 0, 0), addrGenModeNone()...)}
-}
-
-// addrGenModeNone encodes IFLA_AF_SPEC { AF_INET6 { IFLA_INET6_ADDR_GEN_MODE: none } }.
-func addrGenModeNone() []byte {
-	ae := netlink.NewAttributeEncoder()
-	ae.Nested(unix.IFLA_AF_SPEC, func(ae *netlink.AttributeEncoder) error {
-		ae.Nested(unix.AF_INET6, func(ae *netlink.AttributeEncoder) error {
-			ae.Uint8(unix.IFLA_INET6_ADDR_GEN_MODE, 1) // IN6_ADDR_GEN_MODE_NONE
-			return nil
-		})
-		return nil
-	})
-	b, _ := ae.Encode()
-	return b
+		Data: append(linkmsg.IfInfo(unix.AF_UNSPEC, index, 0, 0), linkmsg.AddrGenModeNone()...)}
 }
 
 // createVethMsg builds the RTM_NEWLINK of CreateVeth. The peer cannot be
