@@ -68,6 +68,17 @@
 // field and its value. errors.Is matches its kind (ErrInvalid, ErrExists,
 // ErrNotFound, ErrConflict, ErrClosed) and the kernel's errno.
 //
+// # Contexts
+//
+// An operation checks its ctx between steps, and the netlink sockets it
+// uses carry the ctx's deadline (a cancel sets it to now), so a kernel
+// call that hangs returns: the *Error then matches context.DeadlineExceeded
+// (or context.Canceled). What the operation had done is undone, without
+// the deadline. A Detach cut short leaves its endpoints attached, to be
+// detached again; once the host ends are retired, a Detach or Delete
+// finishes. Waiting for the host lock (another process's claim) and
+// nf_tables batches do not see the deadline.
+//
 // # Concurrency
 //
 // Driver, Network and Endpoint are safe for concurrent use.
