@@ -328,7 +328,9 @@ func (n *Network) setup(op string, c *netlink.Conn) (err error) {
 	var msgs []netlink.Message
 	switch {
 	case created:
-		msgs = append(msgs, link.SetMsg(br.Index, false, n.group, rec.encode()))
+		// It has its pending record from the create; its group goes in
+		// the last batch.
+		addMsgs = append([]netlink.Message{link.SetMsg(br.Index, false, n.group, "")}, addMsgs...)
 	case recorded:
 		msgs = append(msgs, link.SetMsg(br.Index, !br.Up, 0, rec.encode()))
 	case !br.Up:

@@ -139,7 +139,7 @@ func (s *session) add(ctx context.Context, p *plan, req *request, args *skel.Cmd
 		return nil, libError(err)
 	}
 	a, err := describe(host, n, e)
-	if err == nil {
+	if err == nil && len(p.routes) > 0 {
 		err = inSandbox(e.NetNS(), func(c *netlink.Conn) error { return addRoutes(c, e.IfName(), p.routes) })
 	}
 	if err != nil {

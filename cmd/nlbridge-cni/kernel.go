@@ -59,11 +59,8 @@ func inSandbox(path string, fn func(*netlink.Conn) error) error {
 }
 
 // addRoutes adds routes out of the sandbox interface ifName, in one
-// request; none sends nothing.
+// request after the lookup of the interface.
 func addRoutes(sandbox *netlink.Conn, ifName string, routes []route.Route) error {
-	if len(routes) == 0 {
-		return nil
-	}
 	l, err := link.Get(sandbox, ifName)
 	if err != nil {
 		return fmt.Errorf("routes: %w", err)

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -131,21 +130,8 @@ func (p *podman) inspect(id, network string) (netip.Addr, string) {
 	return a, n.MacAddress
 }
 
-// httpGet sends GET / from inside ns and returns the status line.
-func httpGet(ns *nsutil.NS, ap netip.AddrPort, timeout time.Duration) (string, error) {
-	var c net.Conn
-	err := ns.Do(func() (err error) {
-		c, err = net.DialTimeout("tcp", ap.String(), timeout)
-		return err
-	})
-	if err != nil {
-		return "", err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(timeout))
-	fmt.Fprintf(c, "GET / HTTP/1.0\r\n\r\n")
-	return bufio.NewReader(c).ReadString('\n')
-}
+// httpGet is the request the live tests send to a container's web server.
+const httpGet = "GET / HTTP/1.0\r\n\r\n"
 
 // waitHTTP polls until the published port answers (the server in the
 // container starts after run returns).
@@ -153,7 +139,7 @@ func waitHTTP(t *testing.T, ns *nsutil.NS, ap netip.AddrPort) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		line, err := httpGet(ns, ap, time.Second)
+		line, err := testenv.Exchange(ns, ap, httpGet, time.Second)
 		if err == nil && strings.HasPrefix(line, "HTTP/") {
 			return
 		}
@@ -209,7 +195,7 @@ func TestPodman(t *testing.T) {
 	waitHTTP(t, host, published)
 
 	p.must("rm", "-f", "-t", "0", id)
-	if _, err := httpGet(host, published, 300*time.Millisecond); err == nil {
+	if _, err := testenv.Exchange(host, published, httpGet, 300*time.Millisecond); err == nil {
 		t.Error("published port answers after rm")
 	}
 	onlyBridge(t, host, br)

@@ -3,6 +3,7 @@ package testenv
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -60,6 +61,12 @@ func Serve(ns *nsutil.NS, ap netip.AddrPort) (peers <-chan netip.AddrPort, stop 
 // Dial connects over TCP from inside ns to ap and returns the greeting
 // line, or an error (e.g. a timeout when the flow is blocked).
 func Dial(ns *nsutil.NS, ap netip.AddrPort, timeout time.Duration) (string, error) {
+	return Exchange(ns, ap, "", timeout)
+}
+
+// Exchange is Dial that sends msg first (e.g. an HTTP request) and returns
+// the first line of the answer.
+func Exchange(ns *nsutil.NS, ap netip.AddrPort, msg string, timeout time.Duration) (string, error) {
 	var c net.Conn
 	err := ns.Do(func() (err error) {
 		c, err = net.DialTimeout("tcp", ap.String(), timeout)
@@ -70,6 +77,11 @@ func Dial(ns *nsutil.NS, ap netip.AddrPort, timeout time.Duration) (string, erro
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(timeout))
+	if msg != "" {
+		if _, err := io.WriteString(c, msg); err != nil {
+			return "", err
+		}
+	}
 	return bufio.NewReader(c).ReadString('\n')
 }
 
