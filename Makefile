@@ -49,16 +49,22 @@ test: deps cni-deps vet
 # unit runs every package's tests without root: as root it builds each
 # test binary and runs it as nobody (setpriv), so the live tests skip with
 # their reason and only the unit tests run (fake conns, bridgetest). Each
-# package's coverage of its own statements is printed.
+# package's coverage of its own statements is printed. The binaries run in
+# a copy of the tree that nobody can read (for testdata/), whatever the
+# checkout's permissions.
 UNIT_TMP ?= /tmp/nlbridge-unit
 unit:
 	@if [ "$$(id -u)" != 0 ]; then exec $(GO) test -race -count=1 -cover ./...; fi; \
-	mkdir -p $(UNIT_TMP) && chmod 1777 $(UNIT_TMP) || exit 1; \
+	rm -rf $(UNIT_TMP) && mkdir -p $(UNIT_TMP)/src && chmod 1777 $(UNIT_TMP) || exit 1; \
+	tar -C $(CURDIR) --exclude=./.git --exclude=./.tools --exclude=./bench/.peers -cf - . | tar -C $(UNIT_TMP)/src -xf - && \
+		chmod -R a+rX $(UNIT_TMP)/src || exit 1; \
 	for p in $$($(GO) list ./...); do \
-		b=$(UNIT_TMP)/$$(echo $$p | tr / _).test; rm -f $$b; \
+		b=$(UNIT_TMP)/$$(echo $$p | tr / _).test; \
 		$(GO) test -race -cover -c -o $$b $$p >/dev/null || exit 1; \
 		[ -f $$b ] || continue; \
-		out=$$(cd $$($(GO) list -f '{{.Dir}}' $$p) && setpriv --reuid=nobody --regid=nogroup --clear-groups \
+		chmod a+rx $$b; \
+		dir=$$($(GO) list -f '{{.Dir}}' $$p); \
+		out=$$(cd $(UNIT_TMP)/src$${dir#$(CURDIR)} && setpriv --reuid=nobody --regid=nogroup --clear-groups \
 			env HOME=$(UNIT_TMP) $$b -test.count=1 2>&1) || { echo "$$out"; echo "FAIL $$p (without root)"; exit 1; }; \
 		echo "ok   $$p (without root) $$(echo "$$out" | grep -o 'coverage: .*')"; \
 	done
