@@ -3,7 +3,6 @@ package bridge
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/netip"
 
 	"github.com/nlbridge/bridge/internal/alloc"
@@ -20,7 +19,8 @@ import (
 // namespace. Safe for concurrent use.
 func (n *Network) Attach(ctx context.Context, cfg EndpointConfig) (*Endpoint, error) {
 	op := "attach " + cfg.NetNS + " to " + n.cfg.Name
-	if err := n.checkEndpoint(op, cfg); err != nil {
+	p, err := n.plan(op, cfg)
+	if err != nil {
 		return nil, err
 	}
 	if n.d.isClosed() {
@@ -31,8 +31,8 @@ func (n *Network) Attach(ctx context.Context, cfg EndpointConfig) (*Endpoint, er
 		return nil, &Error{Op: op, Field: "NetNS", Value: cfg.NetNS, Kind: ErrInvalid, Err: err}
 	}
 	defer ns.Close()
-	e := &Endpoint{n: n, netns: cfg.NetNS, ifName: cfg.IfName, nsID: ns.ID()}
-	if err := e.create(ctx, op, ns, cfg); err != nil {
+	e := &Endpoint{n: n, netns: p.netns, ifName: p.ifName, nsID: ns.ID()}
+	if err := e.create(ctx, op, ns, p); err != nil {
 		return nil, ctxError(ctx, op, err)
 	}
 	n.mu.Lock()
@@ -51,87 +51,31 @@ func (n *Network) Attach(ctx context.Context, cfg EndpointConfig) (*Endpoint, er
 	return e, nil
 }
 
-// checkEndpoint validates what can be checked without the kernel.
-func (n *Network) checkEndpoint(op string, cfg EndpointConfig) error {
-	if cfg.NetNS == "" {
-		return invalid(op, "NetNS", cfg.NetNS, "required")
-	}
-	if len(cfg.ID) > maxIDLen {
-		return invalid(op, "ID", cfg.ID, fmt.Sprintf("longer than %d bytes", maxIDLen))
-	}
-	if cfg.IfName != "" {
-		if err := checkName(op, "IfName", cfg.IfName); err != nil {
-			return err
-		}
-		if _, err := parseSysctls(op, cfg.IfName, cfg.Sysctls); err != nil {
-			return err
-		}
-	} else if _, err := parseSysctls(op, "eth0", cfg.Sysctls); err != nil {
-		return err
-	}
-	if err := checkMAC(op, cfg.MAC); err != nil {
-		return err
-	}
-	if _, err := cfg.Advertise.resolve(op); err != nil {
-		return err
-	}
-	if len(cfg.Ports) > 0 && n.d.fw == nil {
-		return invalid(op, "Ports", len(cfg.Ports), "publishing ports needs the firewall (Options.NoFirewall is set)")
-	}
-	if err := checkPorts(op, cfg.Ports); err != nil {
-		return err
-	}
-	if err := checkEndpointAddr(op, "IPv4", cfg.IPv4, n.cfg.IPv4); err != nil {
-		return err
-	}
-	return checkEndpointAddr(op, "IPv6", cfg.IPv6, n.cfg.IPv6)
-}
-
-func checkEndpointAddr(op, field string, p, gw netip.Prefix) error {
-	switch {
-	case !p.IsValid():
-		return nil
-	case !gw.IsValid():
-		return invalid(op, field, p, "the network has no "+field+" subnet")
-	case p.Addr().Is4() != gw.Addr().Is4() || p.Addr().Zone() != "" || p.Addr().Is4In6():
-		return invalid(op, field, p, "not an "+field+" prefix")
-	case p.Bits() != gw.Bits():
-		return invalid(op, field, p, fmt.Sprintf("prefix length differs from the network's /%d", gw.Bits()))
-	case p.Addr() == gw.Addr():
-		return invalid(op, field, p, "is the gateway address")
-	}
-	return checkHost(op, field, p, gw.Masked())
-}
-
-// maxIDLen bounds EndpointConfig.ID; the whole record must fit in an
-// interface alias.
-const maxIDLen = 128
-
 // reserve claims the ID, addresses and MAC among the network's endpoints
 // (this process's and, as last read from the kernel, the others'). The
 // interface name is chosen against the sandbox's links in create. Must
 // hold the host lock.
-func (n *Network) reserve(op string, e *Endpoint, cfg EndpointConfig) error {
+func (n *Network) reserve(op string, e *Endpoint, p attachPlan) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.deleted {
 		return &Error{Op: op, Kind: ErrClosed, Err: errors.New("network deleted")}
 	}
-	e.id = cfg.ID
+	e.id = p.id
 	if e.id == "" {
 		e.id = randomHex(16)
 	} else if n.ids[e.id] {
 		return &Error{Op: op, Field: "ID", Value: e.id, Kind: ErrExists, Err: errors.New("an endpoint of the network has this ID")}
 	}
 	var err error
-	if e.ipv4, err = n.claim(op, "IPv4", cfg.IPv4, n.cfg.IPv4); err != nil {
+	if e.ipv4, err = n.claim(op, "IPv4", p.ipv4, n.cfg.IPv4); err != nil {
 		return err
 	}
-	if e.ipv6, err = n.claim(op, "IPv6", cfg.IPv6, n.cfg.IPv6); err != nil {
+	if e.ipv6, err = n.claim(op, "IPv6", p.ipv6, n.cfg.IPv6); err != nil {
 		delete(n.used, e.ipv4.Addr())
 		return err
 	}
-	e.mac = cfg.MAC
+	e.mac = p.mac
 	if e.mac == nil {
 		e.mac = alloc.MAC(e.ipv4.Addr())
 	}

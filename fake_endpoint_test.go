@@ -76,6 +76,11 @@ func TestFakeAttachRefused(t *testing.T) {
 	box, box2 := f.sandbox("c1"), f.sandbox("c2")
 	f.attach(n, bridge.EndpointConfig{ID: "a", NetNS: box, MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}})
 	f.attach(other, bridge.EndpointConfig{NetNS: box2})
+	longBox := f.sandbox(strings.Repeat("n", 120))
+	longID := strings.Repeat("i", 128)
+	tcp := func(port uint16) bridge.PortMapping {
+		return bridge.PortMapping{Proto: bridge.TCP, ContainerPort: port}
+	}
 	before := f.settled()
 	for _, tc := range []struct {
 		name  string
@@ -100,6 +105,8 @@ func TestFakeAttachRefused(t *testing.T) {
 		{"port-proto", bridge.EndpointConfig{NetNS: box2, Ports: []bridge.PortMapping{{Proto: 1, ContainerPort: 80}}}, bridge.ErrInvalid, "Ports[0].Proto", nil},
 		{"port-range", bridge.EndpointConfig{NetNS: box2, Ports: []bridge.PortMapping{{Proto: bridge.TCP, HostPort: 90, HostPortEnd: 80, ContainerPort: 80}}}, bridge.ErrInvalid, "Ports[0].HostPortEnd", nil},
 		{"port-zero", bridge.EndpointConfig{NetNS: box2, Ports: []bridge.PortMapping{{Proto: bridge.TCP}}}, bridge.ErrInvalid, "Ports[0].ContainerPort", nil},
+		{"record-id", bridge.EndpointConfig{NetNS: longBox, ID: longID}, bridge.ErrInvalid, "ID", nil},
+		{"record-ports", bridge.EndpointConfig{NetNS: box2, ID: longID, Ports: []bridge.PortMapping{tcp(80), tcp(81), tcp(82)}}, bridge.ErrInvalid, "Ports", nil},
 		{"port-family", bridge.EndpointConfig{NetNS: box2, Ports: []bridge.PortMapping{{Proto: bridge.TCP, HostIP: netip.MustParseAddr("fd00::1"), ContainerPort: 80}}}, bridge.ErrInvalid, "Ports[0]", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -96,7 +96,7 @@ func TestRefusedIPv6LeavesTheGuard(t *testing.T) {
 		}
 		return nil, 0
 	}}
-	if err := e.configure("attach", nil, rt.Dial(), EndpointConfig{}, nil); err != nil {
+	if err := e.configure("attach", nil, rt.Dial(), attachPlan{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"nft del endpoints", "nft del guarded", "nft del macs", "nft del addrs4", "nft del addrs6",

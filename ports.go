@@ -65,29 +65,12 @@ type published struct {
 	hold io.Closer // bound socket keeping the host port; nil if routed or not holdable
 }
 
-func checkPorts(op string, ms []PortMapping) error {
-	for i, m := range ms {
-		field := fmt.Sprintf("Ports[%d]", i)
-		switch {
-		case m.Proto != TCP && m.Proto != UDP && m.Proto != SCTP:
-			return invalid(op, field+".Proto", m.Proto, "want TCP, UDP or SCTP")
-		case m.ContainerPort == 0:
-			return invalid(op, field+".ContainerPort", m.ContainerPort, "required")
-		case m.HostPortEnd != 0 && (m.HostPort == 0 || m.HostPortEnd < m.HostPort):
-			return invalid(op, field+".HostPortEnd", m.HostPortEnd, "want a range HostPort-HostPortEnd with HostPort > 0")
-		case m.HostIP.IsValid() && (m.HostIP.Zone() != "" || m.HostIP.Is4In6()):
-			return invalid(op, field+".HostIP", m.HostIP, "want a plain IPv4 or IPv6 address")
-		}
-	}
-	return nil
-}
-
 // holdPorts takes the host ports of the mappings, each held by a bound
 // socket. It runs on a thread in the driver's namespace. On failure it
 // releases what it took.
-func (e *Endpoint) holdPorts(op string, t kern.Thread, ms []PortMapping) error {
-	for i, m := range ms {
-		if err := e.publishOne(op, t, fmt.Sprintf("Ports[%d]", i), m); err != nil {
+func (e *Endpoint) holdPorts(op string, t kern.Thread, pps []portPlan) error {
+	for _, pp := range pps {
+		if err := e.publishOne(op, t, pp); err != nil {
 			e.releasePorts()
 			return err
 		}
@@ -111,25 +94,20 @@ func (e *Endpoint) addPorts(op string) error {
 	return nil
 }
 
-// publishOne installs one mapping for each family it applies to. It runs
-// on a thread in the driver's namespace, where the hold sockets are bound.
-func (e *Endpoint) publishOne(op string, t kern.Thread, field string, m PortMapping) error {
-	hostIPs := []netip.Addr{m.HostIP}
-	if !m.HostIP.IsValid() {
-		hostIPs = []netip.Addr{e.n.cfg.DefaultHostIP}
-		if !e.n.cfg.DefaultHostIP.IsValid() {
-			hostIPs = []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()}
-		}
-	}
+// publishOne holds one mapping's host port for each of its host
+// addresses. It runs on a thread in the driver's namespace, where the hold
+// sockets are bound.
+func (e *Endpoint) publishOne(op string, t kern.Thread, pp portPlan) error {
+	m := pp.m
 	var chosen uint16 // the port of the first family, tried first for the next
 	done := 0
-	for _, hip := range hostIPs {
+	for _, hip := range pp.hostIPs {
 		caddr, mode := e.ipv4.Addr(), e.n.cfg.GatewayModeIPv4
 		if hip.Is6() {
 			caddr, mode = e.ipv6.Addr(), e.n.cfg.GatewayModeIPv6
 		}
 		if !caddr.IsValid() {
-			continue
+			continue // the sandbox refused IPv6 (see dropIPv6)
 		}
 		p := nat.Port{Proto: uint8(m.Proto), HostIP: hip, Addr: caddr, Port: m.ContainerPort}
 		if mode == Routed {
@@ -140,14 +118,14 @@ func (e *Endpoint) publishOne(op string, t kern.Thread, field string, m PortMapp
 		}
 		hold, port, err := e.n.d.holdPort(t, m.Proto, hip, hostport.Candidates(m.HostPort, m.HostPortEnd, chosen))
 		if err != nil {
-			return &Error{Op: op, Field: field, Value: m.String(), Kind: ErrConflict, Err: err}
+			return &Error{Op: op, Field: pp.field, Value: m.String(), Kind: ErrConflict, Err: err}
 		}
 		p.HostPort, chosen = port, port
 		e.ports = append(e.ports, published{Port: p, hold: hold})
 		done++
 	}
 	if done == 0 {
-		return invalid(op, field, m, "the endpoint has no address of the host address's family")
+		return invalid(op, pp.field, m, "the endpoint has no address of the host address's family")
 	}
 	return nil
 }

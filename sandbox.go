@@ -21,19 +21,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// create makes the endpoint. Everything that needs a thread in a
-// namespace happens on one thread, which enters the sandbox and then the
-// driver's namespace: the sandbox's route socket, the sysctls and the
+// create makes the endpoint as planned. Everything that needs a thread
+// in a namespace happens on one thread, which enters the sandbox and then
+// the driver's namespace: the sandbox's route socket, the sysctls and the
 // sockets holding published ports. On failure it leaves nothing behind:
 // no link, address, route, port or reservation.
 //
-// Two steps run under the host lock (see hostLock): the claim (ID,
-// addresses and MAC chosen, then the veth pair created with a record
-// naming this process as its owner) and the commit (host ports held, their
-// firewall elements added, and the record rewritten complete, with the
-// ports). A crash between them leaves a record whose owner is dead, which
-// GC removes.
-func (e *Endpoint) create(ctx context.Context, op string, ns kern.NS, cfg EndpointConfig) (err error) {
+// Two steps run under the host lock (see hostLock): claim and commit. A
+// crash between them leaves a record whose owner is dead, which GC
+// removes.
+func (e *Endpoint) create(ctx context.Context, op string, ns kern.NS, p attachPlan) (err error) {
 	n := e.n
 	hc, err := n.d.conn()
 	if err != nil {
@@ -42,24 +39,13 @@ func (e *Endpoint) create(ctx context.Context, op string, ns kern.NS, cfg Endpoi
 	stop := watch(ctx, hc)
 	defer func() { stop(); n.d.release(hc, err) }()
 	var sc *netlink.Conn
-	reserved, published := false, false
+	var made made
 	defer func() {
 		if sc != nil {
 			sc.Close()
 		}
-		if err == nil {
-			return
-		}
-		if e.hostIndex != 0 { // deleting the pair takes addresses and routes with it
-			n.d.undo(func(c *netlink.Conn) error { return link.Delete(c, e.hostIndex) })
-		}
-		if !published { // held, but not in the firewall
-			e.releasePorts()
-		}
-		n.d.unpublish([]*Endpoint{e}) // ports and guard, once the link is gone
-		e.releasePorts()
-		if reserved {
-			n.release(e)
+		if err != nil {
+			e.rollback(made)
 		}
 	}()
 	err = ns.Do(func(t kern.Thread) error {
@@ -73,20 +59,7 @@ func (e *Endpoint) create(ctx context.Context, op string, ns kern.NS, cfg Endpoi
 			return kernel(op, err)
 		}
 		err = n.d.locked(ctx, hc, func(hc *netlink.Conn) (bool, error) {
-			if err := n.load(hc); err != nil {
-				return false, kernel(op, err)
-			}
-			if err := n.reserve(op, e, cfg); err != nil {
-				return false, err
-			}
-			reserved = true
-			if err := e.checkRecord(op); err != nil {
-				return false, err
-			}
-			if err := e.checkRoutes(op, routes); err != nil {
-				return false, err
-			}
-			return true, e.createVeth(op, ns, sc, hc, cfg.IfName == "")
+			return e.claim(op, p, &made, ns, sc, hc, routes)
 		})
 		if err != nil {
 			return err
@@ -94,41 +67,19 @@ func (e *Endpoint) create(ctx context.Context, op string, ns kern.NS, cfg Endpoi
 		if err := ctx.Err(); err != nil {
 			return kernel(op, err)
 		}
-		if err := e.configure(op, t, sc, cfg, routes); err != nil {
+		if err := e.configure(op, t, sc, p, routes); err != nil {
 			return err
 		}
 		if err := ctx.Err(); err != nil {
 			return kernel(op, err)
 		}
-		if len(cfg.Ports) > 0 {
+		if len(p.ports) > 0 { // the hold sockets are bound in the driver's namespace
 			if err := t.Enter(n.d.host); err != nil {
 				return kernel(op, err)
 			}
 		}
 		return n.d.locked(ctx, hc, func(hc *netlink.Conn) (bool, error) {
-			if len(cfg.Ports) > 0 {
-				// Host ports clash across networks and processes: check
-				// against every port in the firewall (complete under the
-				// lock), without reading every network's endpoints.
-				if err := n.d.withPublished(func() error { return e.holdPorts(op, t, cfg.Ports) }); err != nil {
-					var be *Error
-					if errors.As(err, &be) {
-						return false, err
-					}
-					return false, kernel(op, err)
-				}
-				if err := e.checkRecord(op); err != nil {
-					return false, err
-				}
-				if err := e.addPorts(op); err != nil {
-					return false, err
-				}
-				published = true
-			}
-			if _, err := nl.Exec(hc, link.SetAliasMsg(e.hostIndex, e.record().encode())); err != nil {
-				return true, kernel(op, err)
-			}
-			return true, nil
+			return e.commit(op, p, &made, t, hc)
 		})
 	})
 	if err != nil {
@@ -137,8 +88,78 @@ func (e *Endpoint) create(ctx context.Context, op string, ns kern.NS, cfg Endpoi
 	if err := e.flushReused(ctx); err != nil {
 		return kernel(op, err)
 	}
-	adv, _ := cfg.Advertise.resolve(op) // checked in checkEndpoint
-	return e.advertise(op, adv, ns, sc, hc)
+	return e.advertise(op, p.adv, ns, sc, hc)
+}
+
+// made is what an attach has made so far, besides the links, for its
+// rollback.
+type made struct {
+	reserved  bool // the ID, addresses and MAC
+	published bool // the ports' firewall elements
+}
+
+// claim is the first step under the host lock: the ID, addresses and MAC
+// are chosen among the network's endpoints as the kernel records them,
+// then the veth pair is created with a record naming this process as its
+// owner. It reports whether it changed a record.
+func (e *Endpoint) claim(op string, p attachPlan, made *made, ns kern.NS, sc, hc *netlink.Conn, routes []route.Route) (bool, error) {
+	if err := e.n.load(hc); err != nil {
+		return false, kernel(op, err)
+	}
+	if err := e.n.reserve(op, e, p); err != nil {
+		return false, err
+	}
+	made.reserved = true
+	if err := e.checkRecord(op, p); err != nil {
+		return false, err
+	}
+	if err := e.checkRoutes(op, routes); err != nil {
+		return false, err
+	}
+	return true, e.createVeth(op, ns, sc, hc, p.ifName == "")
+}
+
+// commit is the second step under the host lock: the host ports are held
+// and their firewall elements added, then the record is rewritten
+// complete, with the ports and without an owner. It runs on thread t in
+// the driver's namespace.
+func (e *Endpoint) commit(op string, p attachPlan, made *made, t kern.Thread, hc *netlink.Conn) (bool, error) {
+	if len(p.ports) > 0 {
+		// Host ports clash across networks and processes: check against
+		// every port in the firewall (complete under the lock), without
+		// reading every network's endpoints.
+		if err := e.n.d.withPublished(func() error { return e.holdPorts(op, t, p.ports) }); err != nil {
+			var be *Error
+			if errors.As(err, &be) {
+				return false, err
+			}
+			return false, kernel(op, err)
+		}
+		if err := e.addPorts(op); err != nil {
+			return false, err
+		}
+		made.published = true
+	}
+	if _, err := nl.Exec(hc, link.SetAliasMsg(e.hostIndex, e.record().encode())); err != nil {
+		return true, kernel(op, err)
+	}
+	return true, nil
+}
+
+// rollback removes what a failed create made.
+func (e *Endpoint) rollback(made made) {
+	n := e.n
+	if e.hostIndex != 0 { // deleting the pair takes addresses and routes with it
+		n.d.undo(func(c *netlink.Conn) error { return link.Delete(c, e.hostIndex) })
+	}
+	if !made.published { // held, but not in the firewall
+		e.releasePorts()
+	}
+	n.d.unpublish([]*Endpoint{e}) // ports and guard, once the link is gone
+	e.releasePorts()
+	if made.reserved {
+		n.release(e)
+	}
 }
 
 // record is the endpoint's record, complete.
@@ -159,25 +180,6 @@ func (e *Endpoint) pendingRecord() epRecord {
 	return r
 }
 
-// checkRecord refuses an endpoint whose record would not fit in the host
-// end's alias.
-func (e *Endpoint) checkRecord(op string) error {
-	ifName := e.ifName
-	if ifName == "" {
-		ifName = "eth1000" // the longest name an automatic choice makes in practice
-	}
-	r := e.pendingRecord()
-	r.IfName = ifName
-	if s := r.encode(); len(s) > maxAliasLen {
-		field, value := "ID", e.id
-		if len(e.ports) > 0 {
-			field, value = "Ports", fmt.Sprint(len(e.ports))
-		}
-		return invalid(op, field, value, fmt.Sprintf("the endpoint's record (%d bytes) does not fit the %d bytes of an interface alias", len(s), maxAliasLen))
-	}
-	return nil
-}
-
 // configure runs in the sandbox: it writes the sysctls, then brings up lo
 // and the interface with its addresses and default routes in one batch.
 // On an IPv4-only network with the firewall, the interface first gets IPv6
@@ -191,10 +193,10 @@ func (e *Endpoint) checkRecord(op string) error {
 // and route come last: if the kernel refuses the address because IPv6 is
 // off in the sandbox or on the interface, the endpoint goes on without
 // IPv6.
-func (e *Endpoint) configure(op string, t kern.Thread, sc *netlink.Conn, cfg EndpointConfig, routes []route.Route) error {
-	sysctls, err := parseSysctls(op, e.ifName, cfg.Sysctls)
-	if err != nil {
-		return err
+func (e *Endpoint) configure(op string, t kern.Thread, sc *netlink.Conn, p attachPlan, routes []route.Route) error {
+	sysctls := make([]nsutil.Sysctl, len(p.sysctls))
+	for i, s := range p.sysctls {
+		sysctls[i] = s.on(e.ifName)
 	}
 	if err := e.writeSysctls(op, t, sysctls); err != nil {
 		return err
@@ -209,13 +211,13 @@ func (e *Endpoint) configure(op string, t kern.Thread, sc *netlink.Conn, cfg End
 		msgs = append(msgs, addr.AddMsg(e.ifIndex, e.ipv4))
 	}
 	msgs = append(msgs, link.UpMsg(e.ifIndex))
-	msgs = append(msgs, e.defaultRoute(e.ipv4, cfg.RouteMetric, routes)...)
+	msgs = append(msgs, e.defaultRoute(e.ipv4, p.metric, routes)...)
 	v6 := len(msgs)
 	if e.ipv6.IsValid() {
 		msgs = append(msgs, addr.AddMsg(e.ifIndex, e.ipv6))
-		msgs = append(msgs, e.defaultRoute(e.ipv6, cfg.RouteMetric, routes)...)
+		msgs = append(msgs, e.defaultRoute(e.ipv6, p.metric, routes)...)
 	}
-	_, err = nl.ExecIgnoring(sc, ignore, msgs...)
+	_, err := nl.ExecIgnoring(sc, ignore, msgs...)
 	var be *nl.BatchError
 	if errors.As(err, &be) && be.Index == v6 && (errors.Is(err, unix.EACCES) || errors.Is(err, unix.EAFNOSUPPORT)) {
 		return e.dropIPv6(op)

@@ -7,7 +7,6 @@ import (
 	"unicode"
 
 	"github.com/nlbridge/bridge/internal/alloc"
-	"github.com/nlbridge/bridge/nsutil"
 )
 
 // linkLocal6 is the IPv6 link-local prefix every bridge also carries.
@@ -98,25 +97,4 @@ func checkMAC(op string, mac net.HardwareAddr) error {
 		return invalid(op, "MAC", mac, "all zeros")
 	}
 	return nil
-}
-
-// parseSysctls turns "net.X.Y.IFNAME.key=value" templates into sysctls for
-// interface ifname.
-func parseSysctls(op, ifname string, in []string) ([]nsutil.Sysctl, error) {
-	out := make([]nsutil.Sysctl, 0, len(in))
-	for _, s := range in {
-		k, v, ok := strings.Cut(s, "=")
-		parts := strings.Split(strings.TrimSpace(k), ".")
-		if !ok || len(parts) != 5 || parts[0] != "net" || parts[3] != "IFNAME" {
-			return nil, invalid(op, "Sysctls", s, "want net.<family>.<group>.IFNAME.<key>=<value>")
-		}
-		// An interface name's dots are written as '/' in dotted form.
-		parts[3] = strings.ReplaceAll(ifname, ".", "/")
-		sc, err := nsutil.ParseSysctl(strings.Join(parts, ".") + "=" + v)
-		if err != nil {
-			return nil, &Error{Op: op, Field: "Sysctls", Value: s, Kind: ErrInvalid, Err: err}
-		}
-		out = append(out, sc)
-	}
-	return out, nil
 }
