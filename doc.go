@@ -76,8 +76,8 @@
 // (or context.Canceled). What the operation had done is undone, without
 // the deadline. A Detach cut short leaves its endpoints attached, to be
 // detached again; once the host ends are retired, a Detach or Delete
-// finishes. Waiting for the host lock (another process's claim) and
-// nf_tables batches do not see the deadline.
+// finishes. Waiting for the host lock (another operation's or process's
+// claim) ends with the ctx too. nf_tables batches do not see the deadline.
 //
 // # Concurrency
 //

@@ -25,7 +25,7 @@ func (d *Driver) locked(ctx context.Context, c *netlink.Conn, fn func(c *netlink
 	if d.isClosed() {
 		return &Error{Op: "use driver", Kind: ErrClosed, Err: errors.New("the driver is closed")}
 	}
-	changed, err := d.lock.lock()
+	changed, err := d.lock.lock(ctx)
 	if err != nil {
 		return err
 	}

@@ -26,6 +26,7 @@
 package bridgetest
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"io/fs"
@@ -199,8 +200,9 @@ type lockState struct {
 	data [8]byte
 }
 
-// Lock implements the seam.
-func (s system) Lock(id nsutil.ID) (kern.LockFile, error) {
+// Lock implements the seam: it waits for the lock until ctx is done, as
+// the real one does.
+func (s system) Lock(ctx context.Context, id nsutil.ID) (kern.LockFile, error) {
 	k := s.k
 	k.mu.Lock()
 	st := k.locks[id]
@@ -209,7 +211,15 @@ func (s system) Lock(id nsutil.ID) (kern.LockFile, error) {
 		k.locks[id] = st
 	}
 	k.mu.Unlock()
-	st.held <- struct{}{}
+	select {
+	case st.held <- struct{}{}:
+	default:
+		select {
+		case st.held <- struct{}{}:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("wait for the lock of %x-%x: %w", id.Dev, id.Ino, ctx.Err())
+		}
+	}
 	return &lockFile{k: k, st: st}, nil
 }
 

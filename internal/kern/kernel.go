@@ -9,6 +9,7 @@
 package kern
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -29,8 +30,10 @@ type Kernel interface {
 
 	// Lock waits for and takes the exclusive lock on the records of the
 	// namespace with that identity, among all processes. Closing the
-	// LockFile releases it; so does the death of the holder.
-	Lock(id nsutil.ID) (LockFile, error)
+	// LockFile releases it; so does the death of the holder. A wait that
+	// ctx cuts short fails with an error wrapping ctx.Err() and holds
+	// nothing.
+	Lock(ctx context.Context, id nsutil.ID) (LockFile, error)
 	// ReleaseLock frees what the lock of id keeps (its file) if nobody
 	// holds it.
 	ReleaseLock(id nsutil.ID)
