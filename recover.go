@@ -358,8 +358,8 @@ func (d *Driver) removeHalfNetwork(c *netlink.Conn, br link.Link, rec netRecord)
 	if err := n.deleteLinks(c); err != nil {
 		return err
 	}
-	if d.fw != nil {
-		return d.fw.RemoveNetwork(n.natNetwork())
+	if d.fw != nil { // the links are gone: finish, without a deadline
+		return d.fw.RemoveNetwork(context.Background(), n.natNetwork())
 	}
 	return nil
 }

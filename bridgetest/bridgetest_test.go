@@ -195,10 +195,11 @@ func TestAddressesAndRoutes(t *testing.T) {
 // their length; a key with other data is EEXIST.
 func TestNFTables(t *testing.T) {
 	k := bridgetest.New()
-	c, err := open(t, k, "").NFTables()
+	c, sock, err := open(t, k, "").NFTables()
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer sock.Close()
 	defer c.CloseLasting()
 	tbl := &nftables.Table{Name: "t", Family: nftables.TableFamilyINet}
 	m := &nftables.Set{Table: tbl, Name: "m", IsMap: true, KeyType: nftables.TypeInetService, DataType: nftables.TypeIPAddr}

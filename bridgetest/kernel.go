@@ -278,9 +278,22 @@ func (h *nsHandle) Close() error {
 	return nil
 }
 
-func (h *nsHandle) NFTables() (*nftables.Conn, error) {
-	var fn nltest.Func = h.k.connFunc(h.ns, unix.NETLINK_NETFILTER)
-	return nftables.New(nftables.WithTestDial(fn), nftables.AsLasting())
+// NFTables gives an nftables conn whose requests go to a socket of the
+// fake, and that socket, so deadlines set on it hold up the conn's
+// requests as the kernel's socket does.
+func (h *nsHandle) NFTables() (*nftables.Conn, *netlink.Conn, error) {
+	s := h.k.newSock(h.ns, unix.NETLINK_NETFILTER)
+	var fn nltest.Func = func(reqs []netlink.Message) ([]netlink.Message, error) {
+		if reqs != nil {
+			return nil, s.SendMessages(reqs) // the answers come one per receive
+		}
+		return s.Receive()
+	}
+	c, err := nftables.New(nftables.WithTestDial(fn), nftables.AsLasting())
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, netlink.NewConn(s, nltest.PID), nil
 }
 
 func (h *nsHandle) Do(fn func(kern.Thread) error) error {

@@ -60,8 +60,10 @@ type NS interface {
 	// FD is the value to send in IFLA_NET_NS_FD for this namespace,
 	// valid until Close.
 	FD() int
-	// NFTables opens a lasting nftables conn inside the namespace.
-	NFTables() (*nftables.Conn, error)
+	// NFTables opens a lasting nftables conn inside the namespace, and
+	// sock, the socket it sends on: deadlines set on sock reach c's
+	// requests, and sock takes requests of its own (see nat.New).
+	NFTables() (c *nftables.Conn, sock *netlink.Conn, err error)
 	// Do runs fn on a thread inside the namespace (see nsutil.NS.Do).
 	Do(fn func(Thread) error) error
 	// Announcer opens the sockets that announce ip4 and ip6 (either may

@@ -169,8 +169,10 @@ func (n realNS) ID() nsutil.ID { return n.ns.ID() }
 func (n realNS) FD() int       { return n.ns.FD() }
 func (n realNS) Close() error  { return n.ns.Close() }
 
-func (n realNS) NFTables() (*nftables.Conn, error) {
-	return nftables.New(nftables.WithNetNSFd(n.ns.FD()), nftables.AsLasting())
+func (n realNS) NFTables() (c *nftables.Conn, sock *netlink.Conn, err error) {
+	c, err = nftables.New(nftables.WithNetNSFd(n.ns.FD()), nftables.AsLasting(),
+		nftables.WithSockOptions(func(nc *netlink.Conn) error { sock = nc; return nil }))
+	return c, sock, err
 }
 
 func (n realNS) Do(fn func(Thread) error) error {
