@@ -43,10 +43,10 @@ type Guard struct {
 	NoIPv6        bool             // its network is IPv4-only: no IPv6 frame in or out of the port
 }
 
-// LinkLocal is the EUI-64 link-local address of mac, which the kernel gives
+// linkLocal is the EUI-64 link-local address of mac, which the kernel gives
 // an interface by default (addr_gen_mode eui64): the one link-local source
 // a spoof-checked endpoint may use.
-func LinkLocal(mac net.HardwareAddr) netip.Addr {
+func linkLocal(mac net.HardwareAddr) netip.Addr {
 	var a [16]byte
 	a[0], a[1] = 0xfe, 0x80
 	if len(mac) == 6 {
@@ -72,7 +72,7 @@ func (g Guard) elements(op func(string, ...nftables.SetElement)) {
 	if g.IPv4.IsValid() {
 		op(setAddrs4, nftables.SetElement{Key: key(g.IPv4.AsSlice())})
 	}
-	six := []nftables.SetElement{{Key: key(LinkLocal(g.MAC).AsSlice())}}
+	six := []nftables.SetElement{{Key: key(linkLocal(g.MAC).AsSlice())}}
 	if g.IPv6.IsValid() {
 		six = append(six, nftables.SetElement{Key: key(g.IPv6.AsSlice())})
 	}
