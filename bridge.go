@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"sync"
 
-	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
 	"github.com/nlbridge/bridge/internal/kern"
 	"github.com/nlbridge/bridge/nat"
@@ -125,15 +124,8 @@ func Open(ctx context.Context, opts Options) (*Driver, error) {
 	}
 	d.wg.Go(d.reclaimLoop)
 	if !opts.NoFirewall {
-		var nc *nftables.Conn
-		var raw *netlink.Conn
-		if nc, err = ns.NFTables(); err == nil {
-			if raw, err = dial(ns, unix.NETLINK_NETFILTER); err == nil {
-				d.fw = nat.FromConn(nc, raw, opts.Table)
-				d.ct, err = dial(ns, unix.NETLINK_NETFILTER)
-			} else {
-				nc.CloseLasting()
-			}
+		if d.fw, err = nat.New(opts.Table, ns.NFTables); err == nil {
+			d.ct, err = dial(ns, unix.NETLINK_NETFILTER)
 		}
 		if err != nil {
 			d.Close()
@@ -143,7 +135,7 @@ func Open(ctx context.Context, opts Options) (*Driver, error) {
 	// The networks (not yet their endpoints), and the firewall checked
 	// against them. A driver's first lock always reads the records
 	// (refresh), which loads the networks.
-	err = d.locked(ctx, nil, d.checkFirewall)
+	err = d.locked(ctx, nil, func(c *netlink.Conn) (bool, error) { return d.checkFirewall(ctx, c) })
 	if err != nil {
 		d.Close()
 		return nil, ctxError(ctx, op, err)

@@ -3,10 +3,9 @@ package bridge
 import (
 	"context"
 	"errors"
-	"os"
-	"time"
 
 	"github.com/mdlayher/netlink"
+	"github.com/nlbridge/bridge/internal/nl"
 )
 
 // Contexts reach the sockets: while an operation uses a netlink conn, the
@@ -16,26 +15,8 @@ import (
 // their own without the deadline (see Driver.undo).
 
 // watch applies ctx to c until the returned func is called, which clears
-// c's deadline again (before c goes back to the pool).
-func watch(ctx context.Context, c *netlink.Conn) (stop func()) {
-	if ctx.Done() == nil {
-		return func() {}
-	}
-	if dl, ok := ctx.Deadline(); ok {
-		c.SetDeadline(dl) // a conn without deadlines just gets none
-	}
-	fired := make(chan struct{})
-	after := context.AfterFunc(ctx, func() {
-		c.SetDeadline(time.Unix(1, 0)) // in the past: blocked calls return
-		close(fired)
-	})
-	return func() {
-		if !after() {
-			<-fired
-		}
-		c.SetDeadline(time.Time{})
-	}
-}
+// c's deadline again (before c goes back to the pool); see nl.Watch.
+func watch(ctx context.Context, c *netlink.Conn) (stop func()) { return nl.Watch(ctx, c) }
 
 // ctxError is err (nil stays nil) as an *Error of op, with ctx's error in
 // its cause when err is a socket deadline that ctx set: then both
@@ -57,16 +38,7 @@ func ctxError(ctx context.Context, op string, err error) error {
 
 // cutShort is ctx's error if err is a socket deadline that ctx set, else
 // nil.
-func cutShort(ctx context.Context, err error) error {
-	if !errors.Is(err, os.ErrDeadlineExceeded) {
-		return nil
-	}
-	cause := ctx.Err()
-	if dl, ok := ctx.Deadline(); cause == nil && ok && !time.Now().Before(dl) {
-		cause = context.DeadlineExceeded // the socket's timer fired before ctx's
-	}
-	return cause
-}
+func cutShort(ctx context.Context, err error) error { return nl.CutShort(ctx, err) }
 
 // ctxCause is a kernel call cut short by its context.
 type ctxCause struct{ ctx, err error }

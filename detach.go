@@ -165,7 +165,9 @@ func (d *Driver) retire(ctx context.Context, eps []*Endpoint) error {
 // unpublish stops the endpoints' announcements, removes their port and
 // guard elements in one firewall batch (elements already gone do not
 // count) and releases their host ports. If the batch fails, the ports stay
-// held, so a retry can remove them.
+// held, so a retry can remove them. It runs without a deadline: its
+// callers have taken the links out (a Detach or Delete finishes then) or
+// undo a failed attach.
 func (d *Driver) unpublish(eps []*Endpoint) error {
 	var ch nat.Change // the guard elements go in the same batch
 	for _, e := range eps {
@@ -178,7 +180,7 @@ func (d *Driver) unpublish(eps []*Endpoint) error {
 		ch.RemoveGuards = append(ch.RemoveGuards, e.takeGuard()...)
 	}
 	if d.fw != nil {
-		if err := d.fw.Apply(ch); err != nil {
+		if err := d.fw.Apply(context.Background(), ch); err != nil {
 			return err
 		}
 	}

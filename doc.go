@@ -71,13 +71,15 @@
 // # Contexts
 //
 // An operation checks its ctx between steps, and the netlink sockets it
-// uses carry the ctx's deadline (a cancel sets it to now), so a kernel
-// call that hangs returns: the *Error then matches context.DeadlineExceeded
-// (or context.Canceled). What the operation had done is undone, without
-// the deadline. A Detach cut short leaves its endpoints attached, to be
+// uses (rtnetlink, nf_tables and conntrack) carry the ctx's deadline (a
+// cancel sets it to now), so a kernel call that hangs returns: the *Error
+// then matches context.DeadlineExceeded (or context.Canceled). Waiting
+// for the host lock (another operation's or process's claim) ends with
+// the ctx too. What the operation had done is undone, without the
+// deadline. A Detach cut short leaves its endpoints attached, to be
 // detached again; once the host ends are retired, a Detach or Delete
-// finishes. Waiting for the host lock (another process's claim) and
-// nf_tables batches do not see the deadline.
+// finishes. An attach's two firewall batches (its guard, then its ports)
+// do not see the deadline yet.
 //
 // # Concurrency
 //

@@ -193,3 +193,48 @@ func TestFakeDeadlineConntrack(t *testing.T) {
 	same(t, "after the attach", noResidue(f.settled()), noResidue(before))
 	f.attach(n, cfg)
 }
+
+// nf_tables batches and reads get the deadline too: the nf_tables socket
+// carries it (a held batch is cut short, then refused), and the firewall
+// dials a new socket for the next call, so the operation goes through
+// when tried again.
+func TestFakeDeadlineNFTables(t *testing.T) {
+	f := newFake(t, bridge.Options{})
+	before := f.k.Dump()
+	cfg := bridge.NetworkConfig{Name: "br0", IPv4: v4net}
+	err := f.cutShort(bridgetest.Fault{Type: nftNewSetElem, NetNS: bridgetest.HostNS}, func(ctx context.Context) error {
+		_, err := f.d.CreateNetwork(ctx, cfg)
+		return err
+	})
+	isDeadline(t, err)
+	same(t, "after the create", noResidue(f.k.Dump()), noResidue(before))
+	if _, ok := f.d.Network("br0"); ok {
+		t.Error("the network is listed")
+	}
+	f.network(cfg)
+
+	nftGetSetElem := uint16(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETSETELEM)
+	err = f.cutShort(bridgetest.Fault{Type: nftGetSetElem, NetNS: bridgetest.HostNS},
+		func(ctx context.Context) error { return f.d.GC(ctx, nil) })
+	isErr(t, err, context.DeadlineExceeded) // google/nftables' reads keep only the socket error's text
+	if err := f.d.GC(f.ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	// Open rebuilds a flushed table in one batch, with the deadline.
+	made := f.k.Dump()
+	if err := f.k.FlushRuleset(""); err != nil {
+		t.Fatal(err)
+	}
+	nftNewTable := uint16(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWTABLE)
+	err = f.cutShort(bridgetest.Fault{Type: nftNewTable, NetNS: bridgetest.HostNS}, func(ctx context.Context) error {
+		d, err := bridge.Open(ctx, bridge.Options{Kernel: f.k, Logger: discardLog()})
+		if err == nil {
+			d.Close()
+		}
+		return err
+	})
+	isDeadline(t, err)
+	f.open(bridge.Options{})
+	same(t, "after the open", f.k.Dump(), made)
+}

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"context"
 	"errors"
 	"time"
 
@@ -25,11 +26,11 @@ const healPeriod = 500 * time.Millisecond
 // checkFirewall rebuilds the table if it is not as this package builds it,
 // with the elements of every network and endpoint recorded in the kernel.
 // Must hold the host lock, with the networks read.
-func (d *Driver) checkFirewall(c *netlink.Conn) (wrote bool, err error) {
+func (d *Driver) checkFirewall(ctx context.Context, c *netlink.Conn) (wrote bool, err error) {
 	if d.fw == nil {
 		return false, nil
 	}
-	found, intact, cerr := d.fw.Check()
+	found, intact, cerr := d.fw.Check(ctx)
 	if intact {
 		return false, nil
 	}
@@ -38,7 +39,7 @@ func (d *Driver) checkFirewall(c *netlink.Conn) (wrote bool, err error) {
 		return false, err
 	}
 	d.forgetPublished() // the rebuilt table holds only recorded ports
-	if err := d.fw.Rebuild(nets, ports, guards); err != nil {
+	if err := d.fw.Rebuild(ctx, nets, ports, guards); err != nil {
 		return false, errors.Join(cerr, err)
 	}
 	if found || len(nets) > 0 {
@@ -115,7 +116,7 @@ func (d *Driver) watchFirewall() {
 			}
 		case <-tick:
 		}
-		err := d.locked(d.ctx, nil, func(c *netlink.Conn) (bool, error) { return d.checkFirewall(c) })
+		err := d.locked(d.ctx, nil, func(c *netlink.Conn) (bool, error) { return d.checkFirewall(d.ctx, c) })
 		if err != nil && !errors.Is(err, ErrClosed) && d.ctx.Err() == nil {
 			d.log.Error("nlbridge: firewall check", "err", err)
 		}

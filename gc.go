@@ -58,7 +58,7 @@ func (d *Driver) GC(ctx context.Context, keep func(*Endpoint) bool) error {
 	err = d.locked(ctx, nil, func(c *netlink.Conn) (bool, error) {
 		var err error
 		defer d.forgetPublished() // orphans may have gone
-		stale, err = d.collect(c)
+		stale, err = d.collect(ctx, c)
 		return true, err
 	})
 	if err == nil {
@@ -73,7 +73,7 @@ func (d *Driver) GC(ctx context.Context, keep func(*Endpoint) bool) error {
 // collect removes residue (see GC) and returns the addresses whose
 // conntrack entries must go. Must hold the host lock, with every network
 // and endpoint read.
-func (d *Driver) collect(c *netlink.Conn) ([]netip.Addr, error) {
+func (d *Driver) collect(ctx context.Context, c *netlink.Conn) ([]netip.Addr, error) {
 	var stale []netip.Addr
 	bridges, err := link.ListFiltered(c, link.Filter{Kind: "bridge"})
 	if err != nil {
@@ -134,17 +134,17 @@ func (d *Driver) collect(c *netlink.Conn) ([]netip.Addr, error) {
 	if d.fw == nil {
 		return d.notInUse(stale), nil
 	}
-	orphans, orphanAddrs, err := d.orphanPorts()
+	orphans, orphanAddrs, err := d.orphanPorts(ctx)
 	if err != nil {
 		return nil, err
 	}
 	stale = append(stale, orphanAddrs...)
-	if err := d.fw.RemovePorts(orphans...); err != nil {
+	if err := d.fw.RemovePorts(ctx, orphans...); err != nil {
 		return nil, err
 	}
 	// Guards go in before their veth exists: an attach that died there
 	// (or a detach after retiring the host end) leaves them without one.
-	guarded, err := d.fw.GuardPorts()
+	guarded, err := d.fw.GuardPorts(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -154,16 +154,16 @@ func (d *Driver) collect(c *netlink.Conn) ([]netip.Addr, error) {
 			gone = append(gone, p)
 		}
 	}
-	if err := d.fw.RemoveGuardPorts(gone...); err != nil {
+	if err := d.fw.RemoveGuardPorts(ctx, gone...); err != nil {
 		return nil, err
 	}
-	names, err := d.fw.Bridges()
+	names, err := d.fw.Bridges(ctx)
 	if err != nil {
 		return nil, err
 	}
 	for _, name := range names {
 		if _, ok := d.Network(name); !ok {
-			if err := d.fw.RemoveBridge(name); err != nil {
+			if err := d.fw.RemoveBridge(ctx, name); err != nil {
 				return nil, err
 			}
 		}
@@ -198,8 +198,8 @@ func (d *Driver) notInUse(addrs []netip.Addr) []netip.Addr {
 // addresses of no endpoint among theirs, whose conntrack entries can go.
 // An element is matched as a whole, not by address: an orphan of a dead
 // endpoint whose address was taken again must go too.
-func (d *Driver) orphanPorts() ([]nat.Port, []netip.Addr, error) {
-	ports, err := d.fw.Ports()
+func (d *Driver) orphanPorts(ctx context.Context) ([]nat.Port, []netip.Addr, error) {
+	ports, err := d.fw.Ports(ctx)
 	if err != nil {
 		return nil, nil, err
 	}

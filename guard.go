@@ -1,6 +1,10 @@
 package bridge
 
-import "github.com/nlbridge/bridge/nat"
+import (
+	"context"
+
+	"github.com/nlbridge/bridge/nat"
+)
 
 // guardRecord is the endpoint's entry in the firewall's guard (see
 // nat.Guard): RA guard on its host end and, unless the network allows
@@ -27,7 +31,7 @@ func (e *Endpoint) setGuard(op string) error {
 	if old != nil {
 		ch.RemoveGuards = []nat.Guard{*old}
 	}
-	if err := fw.Apply(ch); err != nil {
+	if err := fw.Apply(context.TODO(), ch); err != nil { // TODO: the attach's ctx, once its steps pass it on
 		return kernel(op, err)
 	}
 	e.mu.Lock()

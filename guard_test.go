@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"bytes"
+	"context"
 	"net"
 	"net/netip"
 	"slices"
@@ -34,12 +35,14 @@ func guardedNet(t *testing.T, log *[]string) *Network {
 		}
 		return nil, 0
 	}}
-	c, err := nftables.New(nftables.WithTestDial(r.Func()))
+	fw, err := nat.New("t", func() (*nftables.Conn, *netlink.Conn, error) {
+		c, err := nftables.New(nftables.WithTestDial(r.Func()))
+		return c, r.Dial(), err
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	fw, err := nat.FromConn(c, r.Dial(), "t"), error(nil)
-	if err = fw.Rebuild(nil, nil, nil); err != nil {
+	if err = fw.Rebuild(context.Background(), nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	*log = nil

@@ -1,6 +1,7 @@
 package bridge_test
 
 import (
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -8,7 +9,6 @@ import (
 
 	"github.com/nlbridge/bridge"
 	"github.com/nlbridge/bridge/internal/testenv"
-	"github.com/nlbridge/bridge/nat"
 )
 
 // On an IPv4-only network the sandbox interfaces have IPv6 on without any
@@ -30,7 +30,7 @@ func TestLiveIPv4OnlyNetworkCarriesNoIPv6(t *testing.T) {
 			t.Fatalf("IPv6 address on an IPv4-only network:\n%s", out)
 		}
 	}
-	ll := nat.LinkLocal(ea.MAC())
+	ll := eui64(ea.MAC())
 	testenv.IP(t, a, "addr", "add", ll.String()+"/64", "dev", "eth0", "nodad")
 	testenv.IP(t, a, "addr", "add", "fd74::a/64", "dev", "eth0", "nodad")
 	testenv.IP(t, b, "addr", "add", "fd74::b/64", "dev", "eth0", "nodad")
@@ -74,5 +74,18 @@ func TestLiveIPv4OnlyNetworkCarriesNoIPv6(t *testing.T) {
 	}
 	if !raTaken(timeout) {
 		t.Error("without the guard elements B does not take the RA either (addrgenmode none alone would do): the test proves nothing")
+	}
+}
+
+// eui64 is the link-local address the kernel derives from mac (RFC 4291
+// appendix A: the universal/local bit flipped, ff:fe in the middle).
+func eui64(mac net.HardwareAddr) netip.Addr {
+	return netip.AddrFrom16([16]byte{0xfe, 0x80, 8: mac[0] ^ 2, mac[1], mac[2], 0xff, 0xfe, mac[3], mac[4], mac[5]})
+}
+
+func TestEUI64(t *testing.T) {
+	mac := net.HardwareAddr{0x02, 0x42, 0xac, 0x1d, 0x00, 0x02}
+	if got, want := eui64(mac), netip.MustParseAddr("fe80::42:acff:fe1d:2"); got != want {
+		t.Errorf("eui64(%s) = %s, want %s", mac, got, want)
 	}
 }

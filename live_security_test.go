@@ -10,7 +10,6 @@ import (
 	"github.com/nlbridge/bridge"
 	"github.com/nlbridge/bridge/disco"
 	"github.com/nlbridge/bridge/internal/testenv"
-	"github.com/nlbridge/bridge/nat"
 	"github.com/nlbridge/bridge/nsutil"
 )
 
@@ -299,7 +298,7 @@ func TestLiveRogueRA(t *testing.T) {
 			ea := attach(t, n, bridge.EndpointConfig{NetNS: a.Path(), Advertise: quiet,
 				Sysctls: []string{"net.ipv6.conf.IFNAME.accept_dad=0"}})
 			attach(t, n, bridge.EndpointConfig{NetNS: b.Path(), Advertise: quiet})
-			ll := nat.LinkLocal(ea.MAC())
+			ll := eui64(ea.MAC())
 			ra := testenv.RogueRA(ea.MAC(), prefix)
 			send := func() error { return testenv.SendICMPv6(a, int(ea.IfIndex()), ll, netip.IPv6LinkLocalAllNodes(), ra) }
 			for ready := time.Now().Add(timeout); send() != nil; time.Sleep(20 * time.Millisecond) {

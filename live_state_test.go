@@ -44,6 +44,9 @@ func TestLiveChild(t *testing.T) {
 	if role == "" {
 		t.Skip("runs only as a child process of the state tests")
 	}
+	if role == "flock" { // take the host's lock as another driver would, until killed
+		holdFlock(t, os.Getenv("NLB_HOST"))
+	}
 	d, err := bridge.Open(ctx, bridge.Options{NetNS: os.Getenv("NLB_HOST")})
 	if err != nil {
 		t.Fatal(err)

@@ -1,9 +1,10 @@
 package bridge
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/binary"
-	"sync"
+	"fmt"
 
 	"github.com/nlbridge/bridge/internal/kern"
 	"github.com/nlbridge/bridge/nsutil"
@@ -21,7 +22,7 @@ import (
 // records, and reloads them from the kernel. The file holds nothing else:
 // deleting it only costs the next holder a reload.
 type hostLock struct {
-	mu   sync.Mutex
+	mu   chan struct{} // one slot: taken by this process's holder
 	k    kern.Kernel
 	id   nsutil.ID
 	f    kern.LockFile // open while held
@@ -29,16 +30,26 @@ type hostLock struct {
 }
 
 func newHostLock(k kern.Kernel, id nsutil.ID) *hostLock {
-	return &hostLock{k: k, id: id}
+	return &hostLock{mu: make(chan struct{}, 1), k: k, id: id}
 }
 
 // lock takes the lock and reports whether another process changed the
-// records since this one last held it.
-func (l *hostLock) lock() (changed bool, err error) {
-	l.mu.Lock()
-	f, err := l.k.Lock(l.id)
+// records since this one last held it. Both waits, for this process's
+// holder and for another process's, end when ctx is done: lock then fails
+// with an error wrapping ctx.Err(), holding nothing.
+func (l *hostLock) lock(ctx context.Context) (changed bool, err error) {
+	select {
+	case l.mu <- struct{}{}:
+	default:
+		select {
+		case l.mu <- struct{}{}:
+		case <-ctx.Done():
+			return false, fmt.Errorf("wait for the host lock: %w", ctx.Err())
+		}
+	}
+	f, err := l.k.Lock(ctx, l.id)
 	if err != nil {
-		l.mu.Unlock()
+		<-l.mu
 		return false, err
 	}
 	l.f = f
@@ -69,13 +80,13 @@ func (l *hostLock) unlock(wrote bool) {
 	}
 	l.f.Close() // releases the flock
 	l.f = nil
-	l.mu.Unlock()
+	<-l.mu
 }
 
 // release removes the lock file if no process holds the lock now (see
 // kern.Real.ReleaseLock).
 func (l *hostLock) release() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	l.mu <- struct{}{}
+	defer func() { <-l.mu }()
 	l.k.ReleaseLock(l.id)
 }

@@ -1,6 +1,8 @@
 package bridge
 
 import (
+	"context"
+	"errors"
 	"os"
 	"testing"
 	"time"
@@ -18,7 +20,7 @@ func TestHostLock(t *testing.T) {
 	a, b := newHostLock(k, id), newHostLock(k, id)
 	step := func(l *hostLock, wantChanged, write bool) {
 		t.Helper()
-		changed, err := l.lock()
+		changed, err := l.lock(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -35,12 +37,12 @@ func TestHostLock(t *testing.T) {
 	step(b, false, false) // b's own write is no change for b
 
 	// Exclusion: b waits while a holds the lock.
-	if _, err := a.lock(); err != nil {
+	if _, err := a.lock(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	got := make(chan bool)
 	go func() {
-		changed, err := b.lock()
+		changed, err := b.lock(context.Background())
 		if err != nil {
 			t.Error(err)
 		}
@@ -64,4 +66,54 @@ func TestHostLock(t *testing.T) {
 	}
 	step(b, true, false)
 	step(b, false, false) // a fresh file got a token at the unlock
+}
+
+// A wait for the lock ends with its ctx, both for a holder in another
+// process (b's flock polls, as a file description of its own) and for one
+// in this process (a's own slot), and takes nothing.
+func TestHostLockWaitCut(t *testing.T) {
+	k := kern.Real{LockDir: t.TempDir()}
+	id := nsutil.ID{Dev: 4, Ino: 0xf0000002}
+	a, b := newHostLock(k, id), newHostLock(k, id)
+	if _, err := a.lock(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range []*hostLock{b, a} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+		_, err := l.lock(ctx)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("lock while held: %v", err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := b.lock(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("lock with a cancelled ctx while held: %v", err)
+	}
+	a.unlock(true)
+	// Nothing was left taken: b gets the lock at once and sees a's change;
+	// a waiting b gets it once a lets go.
+	if changed, err := b.lock(context.Background()); err != nil || !changed {
+		t.Fatalf("lock after the cut waits: %v, %v", changed, err)
+	}
+	got := make(chan error)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := a.lock(ctx)
+		if err == nil {
+			a.unlock(false)
+		}
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		t.Fatalf("a took the lock while b held it: %v", err)
+	case <-time.After(20 * time.Millisecond): // a is polling
+	}
+	b.unlock(false)
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
 }

@@ -144,7 +144,7 @@ func (d *Driver) CreateNetwork(ctx context.Context, cfg NetworkConfig) (*Network
 		if err := d.reserve(op, n); err != nil {
 			return false, err
 		}
-		if err := n.setup(op, c); err != nil {
+		if err := n.setup(ctx, op, c); err != nil {
 			d.unreserve(n)
 			return true, err
 		}
@@ -248,7 +248,7 @@ func (d *Driver) unreserve(n *Network) {
 // undoes what it did. The bridge's record is written twice: with this
 // process as its owner before anything else changes, and complete at the
 // end, so that a crash in between leaves a record that GC can undo.
-func (n *Network) setup(op string, c *netlink.Conn) (err error) {
+func (n *Network) setup(ctx context.Context, op string, c *netlink.Conn) (err error) {
 	br, err := link.Get(c, n.cfg.Name)
 	if err == nil && isNetRecord(br.Alias) {
 		// Ours, but not recovered: half-made by a process that died, or
@@ -350,12 +350,12 @@ func (n *Network) setup(op string, c *netlink.Conn) (err error) {
 		return kernel(op, err)
 	}
 	if fw := n.d.fw; fw != nil {
-		if err := fw.AddNetwork(n.natNetwork()); err != nil {
+		if err := fw.AddNetwork(ctx, n.natNetwork()); err != nil {
 			return kernel(op, err)
 		}
 		defer func() {
 			if err != nil {
-				fw.RemoveNetwork(n.natNetwork())
+				fw.RemoveNetwork(context.Background(), n.natNetwork())
 			}
 		}()
 	}
@@ -466,7 +466,7 @@ func (n *Network) Delete(ctx context.Context) error {
 			return true, err
 		}
 		if n.d.fw != nil {
-			return true, n.d.fw.RemoveNetwork(n.natNetwork())
+			return true, n.d.fw.RemoveNetwork(context.Background(), n.natNetwork()) // the links are gone: finish
 		}
 		return true, nil
 	})

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/netip"
@@ -88,7 +89,7 @@ func (e *Endpoint) addPorts(op string) error {
 	for i, p := range e.ports {
 		ports[i] = p.Port
 	}
-	if err := e.n.d.fw.AddPorts(ports...); err != nil {
+	if err := e.n.d.fw.AddPorts(context.TODO(), ports...); err != nil {
 		return kernel(op, err)
 	}
 	return nil
@@ -155,7 +156,7 @@ func (d *Driver) withPublished(fn func() error) error {
 	known := d.published != nil
 	d.portsMu.Unlock()
 	if !known {
-		ports, err := d.fw.Ports()
+		ports, err := d.fw.Ports(context.TODO())
 		if err != nil {
 			return err
 		}

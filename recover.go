@@ -25,7 +25,7 @@ func (d *Driver) locked(ctx context.Context, c *netlink.Conn, fn func(c *netlink
 	if d.isClosed() {
 		return &Error{Op: "use driver", Kind: ErrClosed, Err: errors.New("the driver is closed")}
 	}
-	changed, err := d.lock.lock()
+	changed, err := d.lock.lock(ctx)
 	if err != nil {
 		return err
 	}
@@ -358,8 +358,8 @@ func (d *Driver) removeHalfNetwork(c *netlink.Conn, br link.Link, rec netRecord)
 	if err := n.deleteLinks(c); err != nil {
 		return err
 	}
-	if d.fw != nil {
-		return d.fw.RemoveNetwork(n.natNetwork())
+	if d.fw != nil { // the links are gone: finish, without a deadline
+		return d.fw.RemoveNetwork(context.Background(), n.natNetwork())
 	}
 	return nil
 }

@@ -137,7 +137,7 @@ func BenchmarkPublishPort(parent *testing.B) {
 			for i := range b.N {
 				p := portFor(i)
 				t0 := time.Now()
-				if err := fw.AddPorts(p); err != nil {
+				if err := fw.AddPorts(ctx, p); err != nil {
 					b.Fatal(err)
 				}
 				lat = append(lat, time.Since(t0))
@@ -145,7 +145,7 @@ func BenchmarkPublishPort(parent *testing.B) {
 			b.StopTimer()
 			lat.report(b, "publish")
 			for i := range b.N {
-				fw.RemovePorts(portFor(i))
+				fw.RemovePorts(ctx, portFor(i))
 			}
 		})
 	}

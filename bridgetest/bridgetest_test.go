@@ -1,6 +1,7 @@
 package bridgetest_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -194,10 +195,11 @@ func TestAddressesAndRoutes(t *testing.T) {
 // their length; a key with other data is EEXIST.
 func TestNFTables(t *testing.T) {
 	k := bridgetest.New()
-	c, err := open(t, k, "").NFTables()
+	c, sock, err := open(t, k, "").NFTables()
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer sock.Close()
 	defer c.CloseLasting()
 	tbl := &nftables.Table{Name: "t", Family: nftables.TableFamilyINet}
 	m := &nftables.Set{Table: tbl, Name: "m", IsMap: true, KeyType: nftables.TypeInetService, DataType: nftables.TypeIPAddr}
@@ -313,14 +315,20 @@ func TestProcessesAndLocks(t *testing.T) {
 		t.Error("a killed process is alive")
 	}
 	id := open(t, k, "").ID()
-	l, err := k.System().Lock(id)
+	l, err := k.System().Lock(context.Background(), id)
 	if err != nil {
 		t.Fatal(err)
 	}
 	l.WriteAt([]byte("12345678"), 0)
+	// A wait for a held lock ends with its ctx, holding nothing.
+	short, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if l2, err := k.System().Lock(short, id); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("lock while held: %v, %v", l2, err)
+	}
 	got := make(chan []byte)
 	go func() {
-		l2, _ := k.System().Lock(id)
+		l2, _ := k.System().Lock(context.Background(), id)
 		b := make([]byte, 8)
 		l2.ReadAt(b, 0)
 		l2.Close()

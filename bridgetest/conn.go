@@ -1,7 +1,6 @@
 package bridgetest
 
 import (
-	"sync"
 	"syscall"
 
 	"github.com/mdlayher/netlink"
@@ -76,26 +75,6 @@ func (k *Kernel) dial(ns *netns, family int) (*netlink.Conn, error) {
 		return netlink.NewConn(k.newSock(ns, family), nltest.PID), nil
 	}
 	return nil, syscall.EPROTONOSUPPORT
-}
-
-// connFunc answers the requests of one conn. Like the kernel, it
-// delivers one answer per receive.
-func (k *Kernel) connFunc(ns *netns, family int) nltest.Func {
-	var mu sync.Mutex
-	var queue []netlink.Message
-	return func(reqs []netlink.Message) ([]netlink.Message, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if reqs != nil {
-			queue = append(queue, k.handle(ns, family, reqs)...)
-		}
-		if len(queue) == 0 {
-			return nil, nil
-		}
-		m := queue[0]
-		queue = queue[1:]
-		return []netlink.Message{m}, nil
-	}
 }
 
 // handle answers one sendmsg.

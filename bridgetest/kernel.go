@@ -26,6 +26,7 @@
 package bridgetest
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"io/fs"
@@ -199,8 +200,9 @@ type lockState struct {
 	data [8]byte
 }
 
-// Lock implements the seam.
-func (s system) Lock(id nsutil.ID) (kern.LockFile, error) {
+// Lock implements the seam: it waits for the lock until ctx is done, as
+// the real one does.
+func (s system) Lock(ctx context.Context, id nsutil.ID) (kern.LockFile, error) {
 	k := s.k
 	k.mu.Lock()
 	st := k.locks[id]
@@ -209,7 +211,15 @@ func (s system) Lock(id nsutil.ID) (kern.LockFile, error) {
 		k.locks[id] = st
 	}
 	k.mu.Unlock()
-	st.held <- struct{}{}
+	select {
+	case st.held <- struct{}{}:
+	default:
+		select {
+		case st.held <- struct{}{}:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("wait for the lock of %x-%x: %w", id.Dev, id.Ino, ctx.Err())
+		}
+	}
 	return &lockFile{k: k, st: st}, nil
 }
 
@@ -268,9 +278,22 @@ func (h *nsHandle) Close() error {
 	return nil
 }
 
-func (h *nsHandle) NFTables() (*nftables.Conn, error) {
-	var fn nltest.Func = h.k.connFunc(h.ns, unix.NETLINK_NETFILTER)
-	return nftables.New(nftables.WithTestDial(fn), nftables.AsLasting())
+// NFTables gives an nftables conn whose requests go to a socket of the
+// fake, and that socket, so deadlines set on it hold up the conn's
+// requests as the kernel's socket does.
+func (h *nsHandle) NFTables() (*nftables.Conn, *netlink.Conn, error) {
+	s := h.k.newSock(h.ns, unix.NETLINK_NETFILTER)
+	var fn nltest.Func = func(reqs []netlink.Message) ([]netlink.Message, error) {
+		if reqs != nil {
+			return nil, s.SendMessages(reqs) // the answers come one per receive
+		}
+		return s.Receive()
+	}
+	c, err := nftables.New(nftables.WithTestDial(fn), nftables.AsLasting())
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, netlink.NewConn(s, nltest.PID), nil
 }
 
 func (h *nsHandle) Do(fn func(kern.Thread) error) error {

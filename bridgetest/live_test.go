@@ -61,10 +61,11 @@ func TestLiveFakeMatchesTheKernel(t *testing.T) {
 	k.AddNS("/run/netns/box")
 	fh, fb := dial(t, k, "/run/netns/host"), dial(t, k, "/run/netns/box")
 	fbox := open(t, k, "/run/netns/box")
-	fn, err := open(t, k, "/run/netns/host").NFTables()
+	fn, fsock, err := open(t, k, "/run/netns/host").NFTables()
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer fsock.Close()
 	defer fn.CloseLasting()
 	fake := kernelEnv{host: fh, box: fb, boxFD: fbox.FD(), nft: fn}
 

@@ -2,12 +2,14 @@ package nat
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"hash/fnv"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/userdata"
 	"github.com/mdlayher/netlink"
+	"github.com/nlbridge/bridge/internal/nl"
 	"golang.org/x/sys/unix"
 )
 
@@ -49,11 +51,13 @@ func tagged(chs []chain) []taggedChain {
 // Check reports whether the inet table exists (found) and both tables
 // have exactly the sets, chains and rules that Rebuild creates (intact).
 // It reads; it changes nothing. An error means a table could not be read.
-func (f *Firewall) Check() (found, intact bool, err error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+func (f *Firewall) Check(ctx context.Context) (found, intact bool, err error) {
+	defer f.use(ctx)(&err)
 	have, err := f.c.GetSets(f.t)
 	if err != nil {
+		if nl.Done(ctx) != nil { // cut short, not missing
+			return false, false, err
+		}
 		return false, false, nil // no table (google/nftables does not wrap the errno here)
 	}
 	intact, err = f.check(f.t, sets(f.t), taggedChains(f.t), have)
@@ -61,6 +65,9 @@ func (f *Firewall) Check() (found, intact bool, err error) {
 		return true, false, err
 	}
 	if have, err = f.c.GetSets(f.bt); err != nil {
+		if nl.Done(ctx) != nil { // cut short, not missing
+			return true, false, err
+		}
 		return true, false, nil // no guard table
 	}
 	intact, err = f.check(f.bt, guardSets(f.bt), tagged(guardChains(f.bt)), have)
@@ -125,7 +132,7 @@ func (f *Firewall) tableRules(t *nftables.Table) (map[string][][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	msgs, err := f.raw.Execute(netlink.Message{
+	msgs, err := f.sock.Execute(netlink.Message{
 		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETRULE),
 			Flags: netlink.Request | netlink.Dump},
 		Data: append([]byte{byte(t.Family), unix.NFNETLINK_V0, 0, 0}, attrs...), // nfgenmsg

@@ -31,7 +31,10 @@ func TestTableRulesIsOneDumpOfTheTable(t *testing.T) {
 			{Header: netlink.Header{Type: netlink.Done, Flags: netlink.Multi}, Data: make([]byte, 4)},
 		}, 0
 	}}
-	f := newFirewall(nil, r.Dial(), "t")
+	f, err := New("t", func() (*nftables.Conn, *netlink.Conn, error) { return nil, r.Dial(), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
 	got, err := f.tableRules(&nftables.Table{Name: "t", Family: nftables.TableFamilyINet})
 	if err != nil {
 		t.Fatal(err)

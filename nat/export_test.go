@@ -4,4 +4,5 @@ package nat
 var (
 	FlushConntrackMsgs        = flushConntrackMsgs
 	FlushInboundConntrackMsgs = flushInboundConntrackMsgs
+	LinkLocal                 = linkLocal
 )

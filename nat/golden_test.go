@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"context"
 	"encoding/hex"
 	"flag"
 	"fmt"
@@ -59,7 +60,7 @@ func TestLiveGoldenRuleset(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if err := f.Rebuild(nil, nil, nil); err != nil {
+	if err := f.Rebuild(context.Background(), nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	out := testenv.Nft(t, ns, "list", "ruleset")

@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -42,10 +43,10 @@ type Guard struct {
 	NoIPv6        bool             // its network is IPv4-only: no IPv6 frame in or out of the port
 }
 
-// LinkLocal is the EUI-64 link-local address of mac, which the kernel gives
+// linkLocal is the EUI-64 link-local address of mac, which the kernel gives
 // an interface by default (addr_gen_mode eui64): the one link-local source
 // a spoof-checked endpoint may use.
-func LinkLocal(mac net.HardwareAddr) netip.Addr {
+func linkLocal(mac net.HardwareAddr) netip.Addr {
 	var a [16]byte
 	a[0], a[1] = 0xfe, 0x80
 	if len(mac) == 6 {
@@ -71,7 +72,7 @@ func (g Guard) elements(op func(string, ...nftables.SetElement)) {
 	if g.IPv4.IsValid() {
 		op(setAddrs4, nftables.SetElement{Key: key(g.IPv4.AsSlice())})
 	}
-	six := []nftables.SetElement{{Key: key(LinkLocal(g.MAC).AsSlice())}}
+	six := []nftables.SetElement{{Key: key(linkLocal(g.MAC).AsSlice())}}
 	if g.IPv6.IsValid() {
 		six = append(six, nftables.SetElement{Key: key(g.IPv6.AsSlice())})
 	}
@@ -347,7 +348,7 @@ func (c Change) String() string {
 // Apply sends the change as one atomic batch, its elements grouped in one
 // message per set (see bySet). A change that only removes ignores what is
 // already gone, as RemovePorts does. An empty change sends nothing.
-func (f *Firewall) Apply(c Change) error {
+func (f *Firewall) Apply(ctx context.Context, c Change) error {
 	if len(c.RemovePorts)+len(c.RemoveGuards)+len(c.AddGuards) == 0 {
 		return nil
 	}
@@ -365,7 +366,7 @@ func (f *Firewall) Apply(c Change) error {
 		})
 	}
 	if len(c.AddGuards) > 0 {
-		return f.run(c.String(), all)
+		return f.run(ctx, c.String(), all)
 	}
 	var each []func(b batch)
 	for _, p := range c.RemovePorts {
@@ -376,7 +377,7 @@ func (f *Firewall) Apply(c Change) error {
 			each = append(each, func(b batch) { b.del(set, els...) })
 		})
 	}
-	return f.runIgnoringMissing(c.String(), all, each)
+	return f.runIgnoringMissing(ctx, c.String(), all, each)
 }
 
 // grouped collects what fn applies and passes it on to op in one call per
@@ -426,9 +427,8 @@ func elementsOf(sets map[string][]nftables.SetElement, ports []string) map[strin
 
 // GuardPorts lists the ports that have guard elements, for garbage
 // collection (elements of ports whose device is gone).
-func (f *Firewall) GuardPorts() ([]string, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+func (f *Firewall) GuardPorts(ctx context.Context) (_ []string, err error) {
+	defer f.use(ctx)(&err)
 	els, err := f.c.GetSetElements(f.sets[setEndpoints])
 	if err != nil {
 		return nil, err
@@ -442,21 +442,14 @@ func (f *Firewall) GuardPorts() ([]string, error) {
 
 // RemoveGuardPorts removes every guard element of the ports, whatever
 // addresses they hold, in one batch. Elements already gone do not count.
-func (f *Firewall) RemoveGuardPorts(ports ...string) error {
+func (f *Firewall) RemoveGuardPorts(ctx context.Context, ports ...string) error {
 	if len(ports) == 0 {
 		return nil
 	}
-	f.mu.Lock()
-	have := map[string][]nftables.SetElement{}
-	for _, s := range guardSets(f.bt) {
-		els, err := f.c.GetSetElements(f.sets[s.Name])
-		if err != nil {
-			f.mu.Unlock()
-			return err
-		}
-		have[s.Name] = els
+	have, err := f.guardElements(ctx)
+	if err != nil {
+		return err
 	}
-	f.mu.Unlock()
 	dels := elementsOf(have, ports)
 	var each []func(b batch)
 	for set, els := range dels {
@@ -471,5 +464,19 @@ func (f *Firewall) RemoveGuardPorts(ports ...string) error {
 			}
 		})
 	}
-	return f.runIgnoringMissing(fmt.Sprintf("remove guards of %d ports", len(ports)), all, each)
+	return f.runIgnoringMissing(ctx, fmt.Sprintf("remove guards of %d ports", len(ports)), all, each)
+}
+
+// guardElements reads the elements of every guard set.
+func (f *Firewall) guardElements(ctx context.Context) (_ map[string][]nftables.SetElement, err error) {
+	defer f.use(ctx)(&err)
+	have := map[string][]nftables.SetElement{}
+	for _, s := range guardSets(f.bt) {
+		els, err := f.c.GetSetElements(f.sets[s.Name])
+		if err != nil {
+			return nil, err
+		}
+		have[s.Name] = els
+	}
+	return have, nil
 }

@@ -41,8 +41,8 @@ func TestGuardElementsAreOneBatch(t *testing.T) {
 			typ   uint16
 			apply func() error
 		}{
-			{unix.NFT_MSG_NEWSETELEM, func() error { return f.Apply(nat.Change{AddGuards: []nat.Guard{tc.g}}) }},
-			{unix.NFT_MSG_DELSETELEM, func() error { return f.Apply(nat.Change{RemoveGuards: []nat.Guard{tc.g}}) }},
+			{unix.NFT_MSG_NEWSETELEM, func() error { return f.Apply(ctx, nat.Change{AddGuards: []nat.Guard{tc.g}}) }},
+			{unix.NFT_MSG_DELSETELEM, func() error { return f.Apply(ctx, nat.Change{RemoveGuards: []nat.Guard{tc.g}}) }},
 		} {
 			sends, n := r.Sends, len(r.Reqs)
 			if err := op.apply(); err != nil {
@@ -80,13 +80,13 @@ func TestGuardElementsAreOneBatch(t *testing.T) {
 func TestApplyRemovesPortsAndGuardsInOneBatch(t *testing.T) {
 	f, r := fake(t)
 	sends := r.Sends
-	if err := f.Apply(nat.Change{}); err != nil || r.Sends != sends {
+	if err := f.Apply(ctx, nat.Change{}); err != nil || r.Sends != sends {
 		t.Fatalf("empty change: %v, %d sendmsg, want none", err, r.Sends-sends)
 	}
 	g := nat.Guard{Port: "veth1", MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, AllowSpoofing: true}
 	p := nat.Port{Proto: 6, HostIP: netip.IPv4Unspecified(), HostPort: 8080, Addr: netip.MustParseAddr("10.0.0.2"), Port: 80}
 	n := len(r.Reqs)
-	if err := f.Apply(nat.Change{RemovePorts: []nat.Port{p}, RemoveGuards: []nat.Guard{g}}); err != nil {
+	if err := f.Apply(ctx, nat.Change{RemovePorts: []nat.Port{p}, RemoveGuards: []nat.Guard{g}}); err != nil {
 		t.Fatal(err)
 	}
 	if r.Sends != sends+1 || len(r.Reqs) != n+4 {
@@ -124,7 +124,7 @@ func TestManyGuardsAreFewMessages(t *testing.T) {
 			IPv4: netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), IPv6: netip.MustParseAddr(fmt.Sprintf("fd00::%x", i+1))})
 	}
 	sends, n := r.Sends, len(r.Reqs)
-	if err := f.Apply(nat.Change{RemoveGuards: gs}); err != nil {
+	if err := f.Apply(ctx, nat.Change{RemoveGuards: gs}); err != nil {
 		t.Fatal(err)
 	}
 	// endpoints, guarded, macs, addrs4: 1,000 each (2 messages); addrs6: 2,000 (4).

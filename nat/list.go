@@ -2,6 +2,7 @@ package nat
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"net/netip"
 
@@ -11,9 +12,8 @@ import (
 // Ports lists the published ports in the table, decoded from the port map
 // elements (for garbage collection: ports whose container address belongs
 // to no endpoint).
-func (f *Firewall) Ports() ([]Port, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+func (f *Firewall) Ports(ctx context.Context) (_ []Port, err error) {
+	defer f.use(ctx)(&err)
 	var out []Port
 	for _, v6 := range []bool{false, true} {
 		n := 4
@@ -70,9 +70,8 @@ func decodePort(name string, n int, el nftables.SetElement) (Port, bool) {
 }
 
 // Bridges lists the bridges that have elements in the table.
-func (f *Firewall) Bridges() ([]string, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+func (f *Firewall) Bridges(ctx context.Context) (_ []string, err error) {
+	defer f.use(ctx)(&err)
 	els, err := f.c.GetSetElements(f.sets[setBridges])
 	if err != nil {
 		return nil, err
@@ -87,7 +86,7 @@ func (f *Firewall) Bridges() ([]string, error) {
 // RemoveBridge removes every element keyed by the bridge's name, whatever
 // the network's modes were (for networks whose bridge is gone). Elements
 // already gone are not an error.
-func (f *Firewall) RemoveBridge(name string) error {
+func (f *Firewall) RemoveBridge(ctx context.Context, name string) error {
 	br := ifname(name)
 	fns := []func(b batch){
 		func(b batch) { b.del(setBridges, nftables.SetElement{Key: br}) },
@@ -99,5 +98,5 @@ func (f *Firewall) RemoveBridge(name string) error {
 			fns = append(fns, func(b batch) { b.del(set, nftables.SetElement{Key: br}) })
 		}
 	}
-	return f.runIgnoringMissing("remove bridge "+name, nil, fns)
+	return f.runIgnoringMissing(ctx, "remove bridge "+name, nil, fns)
 }

@@ -1,6 +1,7 @@
 package nat_test
 
 import (
+	"context"
 	"net/netip"
 	"os/exec"
 	"path/filepath"
@@ -18,24 +19,24 @@ func TestLiveRejectedBatchChangesNothing(t *testing.T) {
 	ns := testenv.NetNS(t, "nat")
 	f := openTable(t, ns)
 	a := nat.Port{Proto: unix.IPPROTO_TCP, HostIP: netip.IPv4Unspecified(), HostPort: 8080, Addr: netip.MustParseAddr("10.0.0.2"), Port: 80}
-	if err := f.AddPorts(a); err != nil {
+	if err := f.AddPorts(ctx, a); err != nil {
 		t.Fatal(err)
 	}
 	b := a
 	b.HostPort = 8081
 	clash := a
 	clash.Addr = netip.MustParseAddr("10.0.0.3") // same key, other value: EEXIST
-	if err := f.AddPorts(b, clash); err == nil {
+	if err := f.AddPorts(ctx, b, clash); err == nil {
 		t.Fatal("a clashing element was accepted")
 	}
 	out := testenv.Nft(t, ns, "list", "map", "inet", "nlbt", "portsany4")
 	if strings.Contains(out, "8081") || !strings.Contains(out, "tcp . 8080 : 10.0.0.2 . 80") {
 		t.Errorf("rejected batch changed the map:\n%s", out)
 	}
-	if err := f.RemovePorts(a); err != nil {
+	if err := f.RemovePorts(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.Remove(); err != nil {
+	if err := f.Remove(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if out := testenv.Nft(t, ns, "list", "tables"); strings.Contains(out, "nlbt") {
@@ -57,10 +58,10 @@ func TestLiveThousandPortsInOneBatch(t *testing.T) {
 	done := make(chan error, 1)
 	for _, step := range []struct {
 		name string
-		fn   func(...nat.Port) error
+		fn   func(context.Context, ...nat.Port) error
 		want int
 	}{{"publish", f.AddPorts, 1000}, {"unpublish", f.RemovePorts, 0}} {
-		go func() { done <- step.fn(ps...) }()
+		go func() { done <- step.fn(ctx, ps...) }()
 		select {
 		case err := <-done:
 			if err != nil {
@@ -87,7 +88,7 @@ func TestLiveCheckAndRebuild(t *testing.T) {
 	defer f.Close()
 	check := func(wantFound, wantIntact bool) {
 		t.Helper()
-		found, intact, err := f.Check()
+		found, intact, err := f.Check(ctx)
 		if err != nil || found != wantFound || intact != wantIntact {
 			t.Fatalf("Check = found %v, intact %v, %v; want %v, %v", found, intact, err, wantFound, wantIntact)
 		}
@@ -96,18 +97,18 @@ func TestLiveCheckAndRebuild(t *testing.T) {
 	p := nat.Port{Proto: unix.IPPROTO_TCP, HostIP: netip.IPv4Unspecified(), HostPort: 8080, Addr: netip.MustParseAddr("10.0.0.2"), Port: 80}
 	r := nat.Port{Proto: unix.IPPROTO_UDP, HostIP: netip.MustParseAddr("fd00::2"), HostPort: 53, Addr: netip.MustParseAddr("fd00::2"), Port: 53, Routed: true}
 	nw := nat.Network{Bridge: "br0", Mode6: nat.Routed}
-	if err := f.Rebuild([]nat.Network{nw}, []nat.Port{p}, nil); err != nil {
+	if err := f.Rebuild(ctx, []nat.Network{nw}, []nat.Port{p}, nil); err != nil {
 		t.Fatal(err)
 	}
 	check(true, true)
-	if err := f.AddPorts(r); err != nil {
+	if err := f.AddPorts(ctx, r); err != nil {
 		t.Fatal(err)
 	}
-	ports, err := f.Ports()
+	ports, err := f.Ports(ctx)
 	if err != nil || len(ports) != 2 || ports[0] != p || ports[1] != r {
 		t.Errorf("Ports() = %v, %v; want [%v %v]", ports, err, p, r)
 	}
-	if b, err := f.Bridges(); err != nil || len(b) != 1 || b[0] != "br0" {
+	if b, err := f.Bridges(ctx); err != nil || len(b) != 1 || b[0] != "br0" {
 		t.Errorf("Bridges() = %v, %v", b, err)
 	}
 	for _, change := range [][]string{
@@ -115,7 +116,7 @@ func TestLiveCheckAndRebuild(t *testing.T) {
 		{"flush", "chain", "inet", "nlbt", "forward"},
 		{"add", "chain", "inet", "nlbt", "extra"},
 	} {
-		if err := f.Rebuild([]nat.Network{nw}, []nat.Port{p}, nil); err != nil {
+		if err := f.Rebuild(ctx, []nat.Network{nw}, []nat.Port{p}, nil); err != nil {
 			t.Fatal(err)
 		}
 		testenv.Nft(t, ns, change...)
@@ -123,29 +124,29 @@ func TestLiveCheckAndRebuild(t *testing.T) {
 	}
 	testenv.Nft(t, ns, "delete", "table", "inet", "nlbt")
 	check(false, false)
-	if err := f.Rebuild([]nat.Network{nw}, []nat.Port{p}, nil); err != nil {
+	if err := f.Rebuild(ctx, []nat.Network{nw}, []nat.Port{p}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if out := testenv.Nft(t, ns, "list", "map", "inet", "nlbt", "portsany4"); !strings.Contains(out, "tcp . 8080 : 10.0.0.2 . 80") {
 		t.Errorf("rebuilt table lacks the port:\n%s", out)
 	}
 	// Removing what is gone is not an error.
-	if err := f.RemovePorts(p, r); err != nil {
+	if err := f.RemovePorts(ctx, p, r); err != nil {
 		t.Errorf("RemovePorts with one missing: %v", err)
 	}
-	if ports, _ := f.Ports(); len(ports) != 0 {
+	if ports, _ := f.Ports(ctx); len(ports) != 0 {
 		t.Errorf("ports left: %v", ports)
 	}
-	if err := f.RemoveBridge("br0"); err != nil {
+	if err := f.RemoveBridge(ctx, "br0"); err != nil {
 		t.Errorf("RemoveBridge: %v", err)
 	}
-	if b, _ := f.Bridges(); len(b) != 0 {
+	if b, _ := f.Bridges(ctx); len(b) != 0 {
 		t.Errorf("bridges left: %v", b)
 	}
-	if err := f.Remove(); err != nil {
+	if err := f.Remove(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.RemovePorts(p); err != nil {
+	if err := f.RemovePorts(ctx, p); err != nil {
 		t.Errorf("RemovePorts without a table: %v", err)
 	}
 }
@@ -158,7 +159,7 @@ func openTable(t *testing.T, ns *nsutil.NS) *nat.Firewall {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
-	if err := f.Rebuild(nil, nil, nil); err != nil {
+	if err := f.Rebuild(ctx, nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	return f

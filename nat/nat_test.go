@@ -2,6 +2,7 @@ package nat_test
 
 import (
 	"bytes"
+	"context"
 	"net/netip"
 	"testing"
 
@@ -13,6 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+var ctx = context.Background()
+
 func nftType(m netlink.Message) uint16 { return uint16(m.Header.Type) & 0xff }
 
 // fake returns a firewall on a recording conn, with the setup batch
@@ -20,12 +23,14 @@ func nftType(m netlink.Message) uint16 { return uint16(m.Header.Type) & 0xff }
 func fake(t *testing.T) (*nat.Firewall, *nltestutil.Recorder) {
 	t.Helper()
 	r := &nltestutil.Recorder{}
-	c, err := nftables.New(nftables.WithTestDial(r.Func()))
+	f, err := nat.New("t", func() (*nftables.Conn, *netlink.Conn, error) {
+		c, err := nftables.New(nftables.WithTestDial(r.Func()))
+		return c, r.Dial(), err
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := nat.FromConn(c, r.Dial(), "t"), error(nil)
-	if err = f.Rebuild(nil, nil, nil); err != nil {
+	if err = f.Rebuild(ctx, nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	return f, r
@@ -86,12 +91,12 @@ func TestOnePortIsOneElementWhateverExists(t *testing.T) {
 	f, r := fake(t)
 	addr := netip.MustParseAddr("172.18.0.2")
 	for i := range 1000 {
-		if err := f.AddPorts(nat.Port{Proto: unix.IPPROTO_TCP, HostIP: netip.IPv4Unspecified(), HostPort: uint16(10000 + i), Addr: addr, Port: 80}); err != nil {
+		if err := f.AddPorts(ctx, nat.Port{Proto: unix.IPPROTO_TCP, HostIP: netip.IPv4Unspecified(), HostPort: uint16(10000 + i), Addr: addr, Port: 80}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	sends, n := r.Sends, len(r.Reqs)
-	err := f.AddPorts(nat.Port{Proto: unix.IPPROTO_TCP, HostIP: netip.MustParseAddr("192.0.2.1"), HostPort: 8080, Addr: addr, Port: 80})
+	err := f.AddPorts(ctx, nat.Port{Proto: unix.IPPROTO_TCP, HostIP: netip.MustParseAddr("192.0.2.1"), HostPort: 8080, Addr: addr, Port: 80})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +124,7 @@ func TestManyPortsAreFewMessages(t *testing.T) {
 	}
 	ps = append(ps, nat.Port{Proto: unix.IPPROTO_UDP, HostIP: netip.IPv6Unspecified(), HostPort: 53, Addr: netip.MustParseAddr("fd00::2"), Port: 53})
 	sends, n := r.Sends, len(r.Reqs)
-	if err := f.RemovePorts(ps...); err != nil {
+	if err := f.RemovePorts(ctx, ps...); err != nil {
 		t.Fatal(err)
 	}
 	msgs := r.Reqs[n+1 : len(r.Reqs)-1] // without begin and end
@@ -152,7 +157,7 @@ func TestPortElementsBySetAndFamily(t *testing.T) {
 			"rports4", []byte{10, 0, 0, 2, 6, 0, 0, 0, 0, 80, 0, 0}},
 	} {
 		n := len(r.Reqs)
-		if err := f.RemovePorts(tc.p); err != nil {
+		if err := f.RemovePorts(ctx, tc.p); err != nil {
 			t.Fatal(err)
 		}
 		m := r.Reqs[n+1]
@@ -176,7 +181,7 @@ func TestNetworkElementsPerMode(t *testing.T) {
 	} {
 		f, r := fake(t)
 		n := len(r.Reqs)
-		if err := f.AddNetwork(tc.n); err != nil {
+		if err := f.AddNetwork(ctx, tc.n); err != nil {
 			t.Fatal(err)
 		}
 		var got []string
@@ -254,7 +259,7 @@ func TestRebuildTagsRulesAndCarriesElements(t *testing.T) {
 	r.Reqs, r.Sends = nil, 0
 	p := nat.Port{Proto: unix.IPPROTO_TCP, HostIP: netip.IPv4Unspecified(), HostPort: 80, Addr: netip.MustParseAddr("10.0.0.2"), Port: 80}
 	g := nat.Guard{Port: "veth1", MAC: []byte{2, 0, 0, 0, 0, 1}, IPv4: netip.MustParseAddr("10.0.0.2")}
-	if err := f.Rebuild([]nat.Network{{Bridge: "br0"}}, []nat.Port{p}, []nat.Guard{g}); err != nil {
+	if err := f.Rebuild(ctx, []nat.Network{{Bridge: "br0"}}, []nat.Port{p}, []nat.Guard{g}); err != nil {
 		t.Fatal(err)
 	}
 	if r.Sends != 1 {

@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"context"
 	"net/netip"
 	"strconv"
 
@@ -51,18 +52,18 @@ type Network struct {
 }
 
 // AddNetwork adds the network's elements in one batch.
-func (f *Firewall) AddNetwork(n Network) error {
-	return f.run("add network "+n.Bridge, func(b batch) { n.elements(b, b.add) })
+func (f *Firewall) AddNetwork(ctx context.Context, n Network) error {
+	return f.run(ctx, "add network "+n.Bridge, func(b batch) { n.elements(b, b.add) })
 }
 
 // RemoveNetwork removes the network's elements in one batch. Elements
 // already gone (or the whole table) are not an error.
-func (f *Firewall) RemoveNetwork(n Network) error {
+func (f *Firewall) RemoveNetwork(ctx context.Context, n Network) error {
 	var fns []func(b batch)
 	n.elements(batch{f}, func(set string, els ...nftables.SetElement) {
 		fns = append(fns, func(b batch) { b.del(set, els...) })
 	})
-	return f.runIgnoringMissing("remove network "+n.Bridge, nil, fns)
+	return f.runIgnoringMissing(ctx, "remove network "+n.Bridge, nil, fns)
 }
 
 // elements applies op (add or del) to every element of the network.

@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
@@ -28,18 +29,18 @@ func (p Port) String() string {
 
 // AddPorts publishes ports in one batch: one element each, in one message
 // per set.
-func (f *Firewall) AddPorts(ps ...Port) error {
-	return f.run(portsOp("publish", ps), func(b batch) { bySet(ps, b.add) })
+func (f *Firewall) AddPorts(ctx context.Context, ps ...Port) error {
+	return f.run(ctx, portsOp("publish", ps), func(b batch) { bySet(ps, b.add) })
 }
 
 // RemovePorts withdraws ports in one batch. Ports already gone (or the
 // whole table) are not an error.
-func (f *Firewall) RemovePorts(ps ...Port) error {
+func (f *Firewall) RemovePorts(ctx context.Context, ps ...Port) error {
 	each := make([]func(b batch), len(ps))
 	for i, p := range ps {
 		each[i] = func(b batch) { p.element(b.del) }
 	}
-	return f.runIgnoringMissing(portsOp("unpublish", ps), func(b batch) { bySet(ps, b.del) }, each)
+	return f.runIgnoringMissing(ctx, portsOp("unpublish", ps), func(b batch) { bySet(ps, b.del) }, each)
 }
 
 // maxSetElems bounds the elements in one message (about 50 bytes each).

@@ -1,13 +1,13 @@
 package fakenft_test
 
 import (
+	"context"
 	"os"
 	"regexp"
 	"testing"
 
 	"github.com/nlbridge/bridge/bridgetest"
 	"github.com/nlbridge/bridge/nat"
-	"golang.org/x/sys/unix"
 )
 
 // The fake prints the firewall's tables exactly as nft(8) lists them from
@@ -19,17 +19,12 @@ func TestDumpIsNftsListing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := ns.NFTables()
+	fw, err := nat.New("", ns.NFTables)
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := k.Dial("", unix.NETLINK_NETFILTER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fw := nat.FromConn(c, raw, "")
 	defer fw.Close()
-	if err := fw.Rebuild(nil, nil, nil); err != nil {
+	if err := fw.Rebuild(context.Background(), nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	want, err := os.ReadFile("../../nat/testdata/table.nft")

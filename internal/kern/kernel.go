@@ -9,6 +9,7 @@
 package kern
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -29,8 +30,10 @@ type Kernel interface {
 
 	// Lock waits for and takes the exclusive lock on the records of the
 	// namespace with that identity, among all processes. Closing the
-	// LockFile releases it; so does the death of the holder.
-	Lock(id nsutil.ID) (LockFile, error)
+	// LockFile releases it; so does the death of the holder. A wait that
+	// ctx cuts short fails with an error wrapping ctx.Err() and holds
+	// nothing.
+	Lock(ctx context.Context, id nsutil.ID) (LockFile, error)
 	// ReleaseLock frees what the lock of id keeps (its file) if nobody
 	// holds it.
 	ReleaseLock(id nsutil.ID)
@@ -57,8 +60,10 @@ type NS interface {
 	// FD is the value to send in IFLA_NET_NS_FD for this namespace,
 	// valid until Close.
 	FD() int
-	// NFTables opens a lasting nftables conn inside the namespace.
-	NFTables() (*nftables.Conn, error)
+	// NFTables opens a lasting nftables conn inside the namespace, and
+	// sock, the socket it sends on: deadlines set on sock reach c's
+	// requests, and sock takes requests of its own (see nat.New).
+	NFTables() (c *nftables.Conn, sock *netlink.Conn, err error)
 	// Do runs fn on a thread inside the namespace (see nsutil.NS.Do).
 	Do(fn func(Thread) error) error
 	// Announcer opens the sockets that announce ip4 and ip6 (either may

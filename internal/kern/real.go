@@ -2,12 +2,14 @@ package kern
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
@@ -49,8 +51,12 @@ func (r Real) LockPath(id nsutil.ID) string {
 	return fmt.Sprintf("%s/%x-%x.lock", dir, id.Dev, id.Ino)
 }
 
-// Lock takes an flock on the namespace's file, created if needed.
-func (r Real) Lock(id nsutil.ID) (LockFile, error) {
+// Lock takes an flock on the namespace's file, created if needed. The
+// first try does not block (one syscall when nobody holds the lock); while
+// another process holds it, Lock tries again after 1 ms, doubling up to
+// lockPollMax, until ctx is done. A ctx that is never done (Background)
+// waits in the kernel instead.
+func (r Real) Lock(ctx context.Context, id nsutil.ID) (LockFile, error) {
 	path := r.LockPath(id)
 	dir := path[:bytes.LastIndexByte([]byte(path), '/')]
 	for {
@@ -61,7 +67,7 @@ func (r Real) Lock(id nsutil.ID) (LockFile, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := flock(f, unix.LOCK_EX); err != nil {
+		if err := flockCtx(ctx, f); err != nil {
 			f.Close()
 			return nil, err
 		}
@@ -72,6 +78,40 @@ func (r Real) Lock(id nsutil.ID) (LockFile, error) {
 			return f, nil
 		}
 		f.Close()
+	}
+}
+
+// lockPollMin and lockPollMax bound the pause between tries of a lock
+// that another process holds: short enough that a waiter is late by a
+// few milliseconds at most once the holder (an attach's claim holds it
+// for about one) lets go, long enough to cost nothing while it waits.
+const (
+	lockPollMin = time.Millisecond
+	lockPollMax = 16 * time.Millisecond
+)
+
+// flockCtx takes an exclusive flock on f, waiting until ctx is done.
+func flockCtx(ctx context.Context, f *os.File) error {
+	if ctx.Done() == nil {
+		return flock(f, unix.LOCK_EX)
+	}
+	var t *time.Timer
+	for pause := lockPollMin; ; pause = min(2*pause, lockPollMax) {
+		err := flock(f, unix.LOCK_EX|unix.LOCK_NB)
+		if err != unix.EWOULDBLOCK {
+			return err
+		}
+		if t == nil {
+			t = time.NewTimer(pause)
+			defer t.Stop()
+		} else {
+			t.Reset(pause)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for lock %s: %w", f.Name(), ctx.Err())
+		case <-t.C:
+		}
 	}
 }
 
@@ -129,8 +169,10 @@ func (n realNS) ID() nsutil.ID { return n.ns.ID() }
 func (n realNS) FD() int       { return n.ns.FD() }
 func (n realNS) Close() error  { return n.ns.Close() }
 
-func (n realNS) NFTables() (*nftables.Conn, error) {
-	return nftables.New(nftables.WithNetNSFd(n.ns.FD()), nftables.AsLasting())
+func (n realNS) NFTables() (c *nftables.Conn, sock *netlink.Conn, err error) {
+	c, err = nftables.New(nftables.WithNetNSFd(n.ns.FD()), nftables.AsLasting(),
+		nftables.WithSockOptions(func(nc *netlink.Conn) error { sock = nc; return nil }))
+	return c, sock, err
 }
 
 func (n realNS) Do(fn func(Thread) error) error {
