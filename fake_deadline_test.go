@@ -238,3 +238,19 @@ func TestFakeDeadlineNFTables(t *testing.T) {
 	f.open(bridge.Options{})
 	same(t, "after the open", f.k.Dump(), made)
 }
+
+// The kernel applies an nf_tables batch inside sendmsg, so one whose
+// answer a cancel cut short may be in: CreateNetwork removes its elements
+// too.
+func TestFakeCancelAppliedBatch(t *testing.T) {
+	f := newFake(t, bridge.Options{})
+	before := f.k.Dump()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	release := make(chan struct{})
+	f.k.FailNext(bridgetest.Fault{Type: nftNewSetElem, NetNS: bridgetest.HostNS, Hook: func() { cancel(); <-release }})
+	_, err := f.d.CreateNetwork(ctx, bridge.NetworkConfig{Name: "br0", IPv4: v4net})
+	close(release)
+	isErr(t, err, context.Canceled, os.ErrDeadlineExceeded)
+	same(t, "after the create", noResidue(f.k.Dump()), noResidue(before))
+}

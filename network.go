@@ -350,14 +350,19 @@ func (n *Network) setup(ctx context.Context, op string, c *netlink.Conn) (err er
 		return kernel(op, err)
 	}
 	if fw := n.d.fw; fw != nil {
-		if err := fw.AddNetwork(ctx, n.natNetwork()); err != nil {
-			return kernel(op, err)
+		aerr := fw.AddNetwork(ctx, n.natNetwork())
+		// The kernel applies a batch inside sendmsg: one whose answer the
+		// ctx cut short may be in, and is removed with the rest.
+		if aerr == nil || nl.Done(ctx) != nil {
+			defer func() {
+				if err != nil {
+					fw.RemoveNetwork(context.Background(), n.natNetwork())
+				}
+			}()
 		}
-		defer func() {
-			if err != nil {
-				fw.RemoveNetwork(context.Background(), n.natNetwork())
-			}
-		}()
+		if aerr != nil {
+			return kernel(op, aerr)
+		}
 	}
 	if recorded {
 		addMsgs = append(addMsgs, link.SetAliasMsg(br.Index, n.record().encode()))

@@ -82,9 +82,9 @@ func (r Real) Lock(ctx context.Context, id nsutil.ID) (LockFile, error) {
 }
 
 // lockPollMin and lockPollMax bound the pause between tries of a lock
-// that another process holds: short enough that a waiter is late by a
-// few milliseconds at most once the holder (an attach's claim holds it
-// for about one) lets go, long enough to cost nothing while it waits.
+// that another process holds: a waiter takes the lock at most
+// lockPollMax after the holder lets go, and a long wait costs about 60
+// tries a second.
 const (
 	lockPollMin = time.Millisecond
 	lockPollMax = 16 * time.Millisecond
