@@ -2,7 +2,9 @@ package nat_test
 
 import (
 	"context"
+	"errors"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -211,5 +213,29 @@ func TestLiveFlushConntrack(t *testing.T) {
 	}
 	if err := nat.FlushConntrack(c, true, netip.MustParseAddr(x)); err != nil {
 		t.Errorf("flushing again (nothing left): %v", err)
+	}
+}
+
+// The ctx reaches the real nf_tables socket (the one WithSockOptions
+// hands over): a call with a cancelled ctx fails with the ctx's error
+// without reaching the kernel, and the next call goes through on the new
+// socket the firewall dials.
+func TestLiveCancelledCallReachesTheSocket(t *testing.T) {
+	ns := testenv.NetNS(t, "nat")
+	f := openTable(t, ns)
+	p := nat.Port{Proto: unix.IPPROTO_TCP, HostIP: netip.IPv4Unspecified(), HostPort: 8080, Addr: netip.MustParseAddr("10.0.0.2"), Port: 80}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := f.AddPorts(cancelled, p); !errors.Is(err, context.Canceled) || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("publish with a cancelled ctx: %v", err)
+	}
+	if out := testenv.Nft(t, ns, "list", "map", "inet", "nlbt", "portsany4"); strings.Contains(out, "8080") {
+		t.Errorf("the cancelled batch was sent:\n%s", out)
+	}
+	if err := f.AddPorts(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := f.Ports(ctx); err != nil || len(got) != 1 || got[0] != p {
+		t.Fatalf("ports %v, %v; want %v", got, err, p)
 	}
 }

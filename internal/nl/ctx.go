@@ -20,6 +20,9 @@ func Watch(ctx context.Context, c *netlink.Conn) (stop func()) {
 	if dl, ok := ctx.Deadline(); ok {
 		c.SetDeadline(dl)
 	}
+	if ctx.Err() != nil { // done already: AfterFunc's func would run too late
+		c.SetDeadline(time.Unix(1, 0))
+	}
 	fired := make(chan struct{})
 	after := context.AfterFunc(ctx, func() {
 		c.SetDeadline(time.Unix(1, 0)) // in the past: blocked calls return
