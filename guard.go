@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 
+	"github.com/nlbridge/bridge/internal/nl"
 	"github.com/nlbridge/bridge/nat"
 )
 
@@ -18,7 +19,7 @@ func (e *Endpoint) guardRecord() nat.Guard {
 // replacing those it had (under an earlier host name or address set). It
 // runs before the host end exists or the interface comes up, so there is
 // no moment without the protection. Without the firewall it does nothing.
-func (e *Endpoint) setGuard(op string) error {
+func (e *Endpoint) setGuard(ctx context.Context, op string) error {
 	fw := e.n.d.fw
 	if fw == nil {
 		return nil
@@ -31,13 +32,13 @@ func (e *Endpoint) setGuard(op string) error {
 	if old != nil {
 		ch.RemoveGuards = []nat.Guard{*old}
 	}
-	if err := fw.Apply(context.TODO(), ch); err != nil { // TODO: the attach's ctx, once its steps pass it on
-		return kernel(op, err)
+	err := fw.Apply(ctx, ch)
+	if err == nil || nl.Done(ctx) != nil { // a batch the ctx cut short may be in: the rollback removes it
+		e.mu.Lock()
+		e.guard = &g
+		e.mu.Unlock()
 	}
-	e.mu.Lock()
-	e.guard = &g
-	e.mu.Unlock()
-	return nil
+	return asError(op, err)
 }
 
 // takeGuard returns the endpoint's guard elements, if any, for removal.
