@@ -289,3 +289,23 @@ func TestFakeDeadlineAttachFirewall(t *testing.T) {
 		})
 	}
 }
+
+// The guard batch that replaces the guard of an endpoint whose sandbox
+// refused IPv6 (remove the elements with the address, add those without),
+// cut short before the kernel applied it: the rollback removes the old
+// elements as well as the new ones.
+func TestFakeDeadlineGuardReplace(t *testing.T) {
+	f := newFake(t, bridge.Options{})
+	n := f.network(bridge.NetworkConfig{Name: "br0", IPv4: v4net, IPv6: v6net})
+	box := f.sandbox("c1")
+	before := f.settled()
+	cfg := bridge.EndpointConfig{NetNS: box, ID: "c1", Advertise: &bridge.Advertise{},
+		Sysctls: []string{"net.ipv6.conf.IFNAME.disable_ipv6=1"}}
+	err := f.cutShort(bridgetest.Fault{Type: nftDelSetElem, NetNS: bridgetest.HostNS}, func(ctx context.Context) error {
+		_, err := n.Attach(ctx, cfg)
+		return err
+	})
+	isDeadline(t, err)
+	same(t, "after the attach cut short", noResidue(f.settled()), noResidue(before))
+	f.attach(n, cfg)
+}

@@ -33,7 +33,15 @@ func (e *Endpoint) setGuard(ctx context.Context, op string) error {
 		ch.RemoveGuards = []nat.Guard{*old}
 	}
 	err := fw.Apply(ctx, ch)
-	if err == nil || nl.Done(ctx) != nil { // a batch the ctx cut short may be in: the rollback removes it
+	if err != nil && nl.Done(ctx) != nil && old != nil {
+		// A batch the ctx cut short may be in or not: the old elements
+		// go now, without the deadline, and the new ones with the
+		// rollback (removals ignore what is not there).
+		if rerr := fw.Apply(context.Background(), nat.Change{RemoveGuards: []nat.Guard{*old}}); rerr != nil {
+			e.n.d.log.Error("nlbridge: undoing a failed operation", "op", op, "err", rerr)
+		}
+	}
+	if err == nil || nl.Done(ctx) != nil {
 		e.mu.Lock()
 		e.guard = &g
 		e.mu.Unlock()

@@ -45,7 +45,7 @@ func (e *Endpoint) create(ctx context.Context, op string, ns kern.NS, p attachPl
 			sc.Close()
 		}
 		if err != nil {
-			e.rollback(made)
+			e.rollback(op, made)
 		}
 	}()
 	err = ns.Do(func(t kern.Thread) error {
@@ -147,16 +147,19 @@ func (e *Endpoint) commit(ctx context.Context, op string, p attachPlan, made *ma
 	return true, nil
 }
 
-// rollback removes what a failed create made.
-func (e *Endpoint) rollback(made made) {
+// rollback removes what a failed create made. What it cannot remove it
+// logs.
+func (e *Endpoint) rollback(op string, made made) {
 	n := e.n
 	if e.hostIndex != 0 { // deleting the pair takes addresses and routes with it
-		n.d.undo(func(c *netlink.Conn) error { return link.Delete(c, e.hostIndex) })
+		n.d.undoLink(op, e.hostIndex)
 	}
 	if !made.published { // held, but not in the firewall
 		e.releasePorts()
 	}
-	n.d.unpublish([]*Endpoint{e}) // ports and guard, once the link is gone
+	if err := n.d.unpublish([]*Endpoint{e}); err != nil { // ports and guard, once the link is gone
+		n.d.log.Error("nlbridge: undoing a failed operation", "op", op, "err", err)
+	}
 	e.releasePorts()
 	if made.reserved {
 		n.release(e)
@@ -268,7 +271,7 @@ func (e *Endpoint) createVeth(ctx context.Context, op string, ns kern.NS, sc, hc
 			return nil
 		}
 		if l.Index != 0 { // created, but a follow-up failed
-			n.d.undo(func(c *netlink.Conn) error { return link.Delete(c, l.Index) })
+			n.d.undoLink(op, l.Index)
 			return kernel(op, err)
 		}
 		if errors.Is(err, unix.EXFULL) {
