@@ -9,6 +9,7 @@ import (
 
 	"github.com/mdlayher/netlink"
 	"github.com/nlbridge/bridge/internal/kern"
+	"github.com/nlbridge/bridge/link"
 	"github.com/nlbridge/bridge/nat"
 	"golang.org/x/sys/unix"
 )
@@ -264,6 +265,16 @@ func (d *Driver) withConn(ctx context.Context, fn func(c *netlink.Conn) error) e
 // an answer still queued on it.
 func (d *Driver) undo(fn func(c *netlink.Conn) error) error {
 	return d.withConn(context.Background(), fn)
+}
+
+// undoLink deletes a link that a failed operation op made (see undo). The
+// operation returns its own error, so a failure here is logged; a link
+// gone already (with its sandbox) is none.
+func (d *Driver) undoLink(op string, index uint32) {
+	err := d.undo(func(c *netlink.Conn) error { return link.Delete(c, index) })
+	if err != nil && !errors.Is(err, unix.ENODEV) {
+		d.log.Error("nlbridge: undoing a failed operation", "op", op, "ifindex", index, "err", err)
+	}
 }
 
 // dial opens a netlink socket of the family in ns, on a thread there

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"context"
 	"errors"
 	"net/netip"
 	"testing"
@@ -25,7 +26,7 @@ func TestConfigureBatchAndRefusedIPv6(t *testing.T) {
 			}
 			return nil, 0
 		}}
-		err := e.configure("attach", nil, r.Dial(), attachPlan{}, nil)
+		err := e.configure(context.Background(), "attach", nil, r.Dial(), attachPlan{}, nil)
 		if r.Sends != 1 {
 			t.Errorf("refuse=%d: %d sendmsg calls, want 1", refuse, r.Sends)
 		}
@@ -77,7 +78,7 @@ func TestConfigureIPv4OnlyIsAddrGenModeNone(t *testing.T) {
 			}
 			return nil, 0
 		}}
-		err := e.configure("attach", nil, r.Dial(), attachPlan{}, nil)
+		err := e.configure(context.Background(), "attach", nil, r.Dial(), attachPlan{}, nil)
 		if r.Sends != 1 || len(r.Reqs) != 5 {
 			t.Fatalf("refuse=%d: %d sendmsg, %d requests; want 1 with 5 (lo up, addrgenmode, address, up, route)", refuse, r.Sends, len(r.Reqs))
 		}

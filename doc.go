@@ -78,8 +78,7 @@
 // the ctx too. What the operation had done is undone, without the
 // deadline. A Detach cut short leaves its endpoints attached, to be
 // detached again; once the host ends are retired, a Detach or Delete
-// finishes. An attach's two firewall batches (its guard, then its ports)
-// do not see the deadline yet.
+// finishes.
 //
 // # Concurrency
 //

@@ -254,3 +254,58 @@ func TestFakeCancelAppliedBatch(t *testing.T) {
 	isErr(t, err, context.Canceled, os.ErrDeadlineExceeded)
 	same(t, "after the create", noResidue(f.k.Dump()), noResidue(before))
 }
+
+// An attach's two firewall batches, the guard's (in the claim) and the
+// ports' (in the commit), get its deadline; a batch that a cancel cut
+// short after the kernel applied it is undone with the rest.
+func TestFakeDeadlineAttachFirewall(t *testing.T) {
+	for _, tc := range []struct{ name, set string }{{"guard", "endpoints"}, {"ports", "portsany4"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFake(t, bridge.Options{})
+			n := f.network(bridge.NetworkConfig{Name: "br0", IPv4: v4net, IPv6: v6net})
+			box := f.sandbox("c1")
+			before := f.settled()
+			cfg := bridge.EndpointConfig{NetNS: box, ID: "c1", Advertise: &bridge.Advertise{},
+				Ports: []bridge.PortMapping{{Proto: bridge.TCP, HostPort: 8080, ContainerPort: 80}}}
+			batch := bridgetest.Fault{Type: nftNewSetElem, NetNS: bridgetest.HostNS, Match: mentions(tc.set)}
+			err := f.cutShort(batch, func(ctx context.Context) error {
+				_, err := n.Attach(ctx, cfg)
+				return err
+			})
+			isDeadline(t, err)
+			same(t, "after the attach cut short", noResidue(f.settled()), noResidue(before))
+
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			release := make(chan struct{})
+			applied := batch
+			applied.Hook = func() { cancel(); <-release }
+			f.k.FailNext(applied)
+			_, err = n.Attach(ctx, cfg)
+			close(release)
+			isErr(t, err, context.Canceled)
+			same(t, "after the attach cancelled", noResidue(f.settled()), noResidue(before))
+			f.attach(n, cfg)
+		})
+	}
+}
+
+// The guard batch that replaces the guard of an endpoint whose sandbox
+// refused IPv6 (remove the elements with the address, add those without),
+// cut short before the kernel applied it: the rollback removes the old
+// elements as well as the new ones.
+func TestFakeDeadlineGuardReplace(t *testing.T) {
+	f := newFake(t, bridge.Options{})
+	n := f.network(bridge.NetworkConfig{Name: "br0", IPv4: v4net, IPv6: v6net})
+	box := f.sandbox("c1")
+	before := f.settled()
+	cfg := bridge.EndpointConfig{NetNS: box, ID: "c1", Advertise: &bridge.Advertise{},
+		Sysctls: []string{"net.ipv6.conf.IFNAME.disable_ipv6=1"}}
+	err := f.cutShort(bridgetest.Fault{Type: nftDelSetElem, NetNS: bridgetest.HostNS}, func(ctx context.Context) error {
+		_, err := n.Attach(ctx, cfg)
+		return err
+	})
+	isDeadline(t, err)
+	same(t, "after the attach cut short", noResidue(f.settled()), noResidue(before))
+	f.attach(n, cfg)
+}

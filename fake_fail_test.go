@@ -279,6 +279,21 @@ func TestFakeReclaimFailureLogged(t *testing.T) {
 	eventually(t, "both pairs deleted", func() bool { return len(f.links(box)) == 1 && len(f.links("/run/netns/c2")) == 1 })
 }
 
+// A rollback step that the kernel refuses is logged, not dropped.
+func TestFakeRollbackFailureLogged(t *testing.T) {
+	var log syncBuffer
+	f := newFake(t, bridge.Options{Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	n := f.network(bridge.NetworkConfig{Name: "br0", IPv4: v4net})
+	box := f.sandbox("c1")
+	f.k.FailNext(bridgetest.Fault{Type: unix.RTM_NEWADDR, NetNS: box, Errno: unix.EPERM})
+	f.k.FailNext(bridgetest.Fault{Type: unix.RTM_DELLINK, Errno: unix.EBUSY})
+	_, err := n.Attach(f.ctx, bridge.EndpointConfig{NetNS: box, Advertise: &bridge.Advertise{}})
+	isErr(t, err, unix.EPERM)
+	if got := log.String(); !strings.Contains(got, "undoing a failed operation") || !strings.Contains(got, "device or resource busy") {
+		t.Errorf("log = %q, want the refused rollback", got)
+	}
+}
+
 // The sandbox dies in the middle of an attach (while its interface gets
 // its addresses): the attach fails and leaves nothing in the host.
 func TestFakeSandboxGoneDuringAttach(t *testing.T) {

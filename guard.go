@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 
+	"github.com/nlbridge/bridge/internal/nl"
 	"github.com/nlbridge/bridge/nat"
 )
 
@@ -18,7 +19,7 @@ func (e *Endpoint) guardRecord() nat.Guard {
 // replacing those it had (under an earlier host name or address set). It
 // runs before the host end exists or the interface comes up, so there is
 // no moment without the protection. Without the firewall it does nothing.
-func (e *Endpoint) setGuard(op string) error {
+func (e *Endpoint) setGuard(ctx context.Context, op string) error {
 	fw := e.n.d.fw
 	if fw == nil {
 		return nil
@@ -31,13 +32,21 @@ func (e *Endpoint) setGuard(op string) error {
 	if old != nil {
 		ch.RemoveGuards = []nat.Guard{*old}
 	}
-	if err := fw.Apply(context.TODO(), ch); err != nil { // TODO: the attach's ctx, once its steps pass it on
-		return kernel(op, err)
+	err := fw.Apply(ctx, ch)
+	if err != nil && nl.Done(ctx) != nil && old != nil {
+		// A batch the ctx cut short may be in or not: the old elements
+		// go now, without the deadline, and the new ones with the
+		// rollback (removals ignore what is not there).
+		if rerr := fw.Apply(context.Background(), nat.Change{RemoveGuards: []nat.Guard{*old}}); rerr != nil {
+			e.n.d.log.Error("nlbridge: undoing a failed operation", "op", op, "err", rerr)
+		}
 	}
-	e.mu.Lock()
-	e.guard = &g
-	e.mu.Unlock()
-	return nil
+	if err == nil || nl.Done(ctx) != nil {
+		e.mu.Lock()
+		e.guard = &g
+		e.mu.Unlock()
+	}
+	return asError(op, err)
 }
 
 // takeGuard returns the endpoint's guard elements, if any, for removal.

@@ -67,7 +67,7 @@ func TestGuardGoesInBeforeTheVeth(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ns.Close()
-	if err := e.createVeth("attach", ns, nil, rt.Dial(), true); err == nil {
+	if err := e.createVeth(context.Background(), "attach", ns, nil, rt.Dial(), true); err == nil {
 		t.Fatal("create refused with EPERM: no error")
 	}
 	want := []string{"nft add endpoints", "nft add guarded", "nft add macs", "nft add addrs4", "nft add addrs6", "rtnl"}
@@ -89,7 +89,7 @@ func TestRefusedIPv6LeavesTheGuard(t *testing.T) {
 	n.used[v6.Addr()] = true
 	e := &Endpoint{n: n, hostName: "vethab12cd3", ifName: "eth0", ifIndex: 5, mac: net.HardwareAddr{2, 0x42, 172, 29, 0, 2},
 		ipv4: netip.MustParsePrefix("172.29.0.2/24"), ipv6: v6}
-	if err := e.setGuard("attach"); err != nil {
+	if err := e.setGuard(context.Background(), "attach"); err != nil {
 		t.Fatal(err)
 	}
 	log = nil
@@ -99,7 +99,7 @@ func TestRefusedIPv6LeavesTheGuard(t *testing.T) {
 		}
 		return nil, 0
 	}}
-	if err := e.configure("attach", nil, rt.Dial(), attachPlan{}, nil); err != nil {
+	if err := e.configure(context.Background(), "attach", nil, rt.Dial(), attachPlan{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"nft del endpoints", "nft del guarded", "nft del macs", "nft del addrs4", "nft del addrs6",

@@ -1,6 +1,7 @@
 package bridge_test
 
 import (
+	"context"
 	"net/netip"
 	"regexp"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/nlbridge/bridge"
 	"github.com/nlbridge/bridge/disco"
+	"github.com/nlbridge/bridge/internal/kern"
 	"github.com/nlbridge/bridge/internal/testenv"
 	"github.com/nlbridge/bridge/nsutil"
 )
@@ -27,9 +29,16 @@ var (
 var quiet = &bridge.Advertise{}
 
 // deleteRule deletes the rule of chain (in the inet table) that contains
-// match, turning that protection off.
+// match, turning that protection off until the test ends. The driver
+// would put it back within milliseconds (see watchFirewall), so the test
+// holds the host lock, as another process would, until its cleanups run.
 func deleteRule(t *testing.T, host *nsutil.NS, chain, match string) {
 	t.Helper()
+	lock, err := kern.Real{}.Lock(context.Background(), host.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lock.Close() }) // before the detaches and deletes, which need it
 	out := testenv.Nft(t, host, "-a", "list", "chain", "inet", "nlbridge", chain)
 	m := regexp.MustCompile(regexp.QuoteMeta(match) + `.* # handle (\d+)`).FindStringSubmatch(out)
 	if m == nil {

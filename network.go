@@ -270,13 +270,13 @@ func (n *Network) setup(ctx context.Context, op string, c *netlink.Conn) (err er
 			Alias: pending.encode()})
 		if err != nil {
 			if br.Index != 0 { // created, but its record was refused
-				n.d.undo(func(c *netlink.Conn) error { return link.Delete(c, br.Index) })
+				n.d.undoLink(op, br.Index)
 			}
 			return kernel(op, err)
 		}
 		defer func() {
 			if err != nil {
-				n.d.undo(func(c *netlink.Conn) error { return link.Delete(c, br.Index) })
+				n.d.undoLink(op, br.Index)
 			}
 		}()
 	case err != nil:
@@ -355,8 +355,11 @@ func (n *Network) setup(ctx context.Context, op string, c *netlink.Conn) (err er
 		// ctx cut short may be in, and is removed with the rest.
 		if aerr == nil || nl.Done(ctx) != nil {
 			defer func() {
-				if err != nil {
-					fw.RemoveNetwork(context.Background(), n.natNetwork())
+				if err == nil {
+					return
+				}
+				if rerr := fw.RemoveNetwork(context.Background(), n.natNetwork()); rerr != nil {
+					n.d.log.Error("nlbridge: undoing a failed operation", "op", op, "err", rerr)
 				}
 			}()
 		}

@@ -81,7 +81,7 @@ func (e *Endpoint) holdPorts(op string, t kern.Thread, pps []portPlan) error {
 
 // addPorts adds the DNAT (or routed) elements of the held ports in one
 // firewall batch.
-func (e *Endpoint) addPorts(op string) error {
+func (e *Endpoint) addPorts(ctx context.Context, op string) error {
 	if len(e.ports) == 0 {
 		return nil
 	}
@@ -89,7 +89,7 @@ func (e *Endpoint) addPorts(op string) error {
 	for i, p := range e.ports {
 		ports[i] = p.Port
 	}
-	if err := e.n.d.fw.AddPorts(context.TODO(), ports...); err != nil {
+	if err := e.n.d.fw.AddPorts(ctx, ports...); err != nil {
 		return kernel(op, err)
 	}
 	return nil
@@ -151,12 +151,12 @@ func (d *Driver) holdPort(t kern.Thread, proto Proto, ip netip.Addr, cands []uin
 // firewall is read only when the driver's copy is unknown: at first, and
 // after another process changed the records (see forgetPublished); the
 // driver's own releases are taken out of the copy as they happen.
-func (d *Driver) withPublished(fn func() error) error {
+func (d *Driver) withPublished(ctx context.Context, fn func() error) error {
 	d.portsMu.Lock()
 	known := d.published != nil
 	d.portsMu.Unlock()
 	if !known {
-		ports, err := d.fw.Ports(context.TODO())
+		ports, err := d.fw.Ports(ctx)
 		if err != nil {
 			return err
 		}

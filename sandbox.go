@@ -45,7 +45,7 @@ func (e *Endpoint) create(ctx context.Context, op string, ns kern.NS, p attachPl
 			sc.Close()
 		}
 		if err != nil {
-			e.rollback(made)
+			e.rollback(op, made)
 		}
 	}()
 	err = ns.Do(func(t kern.Thread) error {
@@ -59,7 +59,7 @@ func (e *Endpoint) create(ctx context.Context, op string, ns kern.NS, p attachPl
 			return kernel(op, err)
 		}
 		err = n.d.locked(ctx, hc, func(hc *netlink.Conn) (bool, error) {
-			return e.claim(op, p, &made, ns, sc, hc, routes)
+			return e.claim(ctx, op, p, &made, ns, sc, hc, routes)
 		})
 		if err != nil {
 			return err
@@ -67,7 +67,7 @@ func (e *Endpoint) create(ctx context.Context, op string, ns kern.NS, p attachPl
 		if err := ctx.Err(); err != nil {
 			return kernel(op, err)
 		}
-		if err := e.configure(op, t, sc, p, routes); err != nil {
+		if err := e.configure(ctx, op, t, sc, p, routes); err != nil {
 			return err
 		}
 		if err := ctx.Err(); err != nil {
@@ -79,7 +79,7 @@ func (e *Endpoint) create(ctx context.Context, op string, ns kern.NS, p attachPl
 			}
 		}
 		return n.d.locked(ctx, hc, func(hc *netlink.Conn) (bool, error) {
-			return e.commit(op, p, &made, t, hc)
+			return e.commit(ctx, op, p, &made, t, hc)
 		})
 	})
 	if err != nil {
@@ -102,7 +102,7 @@ type made struct {
 // are chosen among the network's endpoints as the kernel records them,
 // then the veth pair is created with a record naming this process as its
 // owner. It reports whether it changed a record.
-func (e *Endpoint) claim(op string, p attachPlan, made *made, ns kern.NS, sc, hc *netlink.Conn, routes []route.Route) (bool, error) {
+func (e *Endpoint) claim(ctx context.Context, op string, p attachPlan, made *made, ns kern.NS, sc, hc *netlink.Conn, routes []route.Route) (bool, error) {
 	if err := e.n.load(hc); err != nil {
 		return false, kernel(op, err)
 	}
@@ -116,29 +116,30 @@ func (e *Endpoint) claim(op string, p attachPlan, made *made, ns kern.NS, sc, hc
 	if err := e.checkRoutes(op, routes); err != nil {
 		return false, err
 	}
-	return true, e.createVeth(op, ns, sc, hc, p.ifName == "")
+	return true, e.createVeth(ctx, op, ns, sc, hc, p.ifName == "")
 }
 
 // commit is the second step under the host lock: the host ports are held
 // and their firewall elements added, then the record is rewritten
 // complete, with the ports and without an owner. It runs on thread t in
 // the driver's namespace.
-func (e *Endpoint) commit(op string, p attachPlan, made *made, t kern.Thread, hc *netlink.Conn) (bool, error) {
+func (e *Endpoint) commit(ctx context.Context, op string, p attachPlan, made *made, t kern.Thread, hc *netlink.Conn) (bool, error) {
 	if len(p.ports) > 0 {
 		// Host ports clash across networks and processes: check against
 		// every port in the firewall (complete under the lock), without
 		// reading every network's endpoints.
-		if err := e.n.d.withPublished(func() error { return e.holdPorts(op, t, p.ports) }); err != nil {
+		if err := e.n.d.withPublished(ctx, func() error { return e.holdPorts(op, t, p.ports) }); err != nil {
 			var be *Error
 			if errors.As(err, &be) {
 				return false, err
 			}
 			return false, kernel(op, err)
 		}
-		if err := e.addPorts(op); err != nil {
+		err := e.addPorts(ctx, op)
+		made.published = err == nil || nl.Done(ctx) != nil // a batch the ctx cut short may be in
+		if err != nil {
 			return false, err
 		}
-		made.published = true
 	}
 	if _, err := nl.Exec(hc, link.SetAliasMsg(e.hostIndex, e.record().encode())); err != nil {
 		return true, kernel(op, err)
@@ -146,16 +147,19 @@ func (e *Endpoint) commit(op string, p attachPlan, made *made, t kern.Thread, hc
 	return true, nil
 }
 
-// rollback removes what a failed create made.
-func (e *Endpoint) rollback(made made) {
+// rollback removes what a failed create made. What it cannot remove it
+// logs.
+func (e *Endpoint) rollback(op string, made made) {
 	n := e.n
 	if e.hostIndex != 0 { // deleting the pair takes addresses and routes with it
-		n.d.undo(func(c *netlink.Conn) error { return link.Delete(c, e.hostIndex) })
+		n.d.undoLink(op, e.hostIndex)
 	}
 	if !made.published { // held, but not in the firewall
 		e.releasePorts()
 	}
-	n.d.unpublish([]*Endpoint{e}) // ports and guard, once the link is gone
+	if err := n.d.unpublish([]*Endpoint{e}); err != nil { // ports and guard, once the link is gone
+		n.d.log.Error("nlbridge: undoing a failed operation", "op", op, "err", err)
+	}
 	e.releasePorts()
 	if made.reserved {
 		n.release(e)
@@ -193,7 +197,7 @@ func (e *Endpoint) pendingRecord() epRecord {
 // and route come last: if the kernel refuses the address because IPv6 is
 // off in the sandbox or on the interface, the endpoint goes on without
 // IPv6.
-func (e *Endpoint) configure(op string, t kern.Thread, sc *netlink.Conn, p attachPlan, routes []route.Route) error {
+func (e *Endpoint) configure(ctx context.Context, op string, t kern.Thread, sc *netlink.Conn, p attachPlan, routes []route.Route) error {
 	sysctls := make([]nsutil.Sysctl, len(p.sysctls))
 	for i, s := range p.sysctls {
 		sysctls[i] = s.on(e.ifName)
@@ -220,7 +224,7 @@ func (e *Endpoint) configure(op string, t kern.Thread, sc *netlink.Conn, p attac
 	_, err := nl.ExecIgnoring(sc, ignore, msgs...)
 	var be *nl.BatchError
 	if errors.As(err, &be) && be.Index == v6 && (errors.Is(err, unix.EACCES) || errors.Is(err, unix.EAFNOSUPPORT)) {
-		return e.dropIPv6(op)
+		return e.dropIPv6(ctx, op)
 	}
 	if err != nil {
 		return kernel(op, err)
@@ -231,10 +235,10 @@ func (e *Endpoint) configure(op string, t kern.Thread, sc *netlink.Conn, p attac
 // dropIPv6 gives up the endpoint's IPv6 address, which the sandbox refused
 // (the commit's record has none): first in the guard, so that it cannot
 // send from it once another endpoint takes it.
-func (e *Endpoint) dropIPv6(op string) error {
+func (e *Endpoint) dropIPv6(ctx context.Context, op string) error {
 	ipv6 := e.ipv6
 	e.ipv6 = netip.Prefix{}
-	if err := e.setGuard(op); err != nil {
+	if err := e.setGuard(ctx, op); err != nil {
 		e.ipv6 = ipv6
 		return err
 	}
@@ -249,13 +253,13 @@ func (e *Endpoint) dropIPv6(op string) error {
 // saves a link dump in the common case of a sandbox's first interface.
 // The guard elements, keyed by the host name, go in first. Names taken
 // meanwhile are retried a few times.
-func (e *Endpoint) createVeth(op string, ns kern.NS, sc, hc *netlink.Conn, auto bool) error {
+func (e *Endpoint) createVeth(ctx context.Context, op string, ns kern.NS, sc, hc *netlink.Conn, auto bool) error {
 	n := e.n
 	if auto {
 		e.ifName = "eth0"
 	}
 	e.hostName = "veth" + randomHex(7)
-	if err := e.setGuard(op); err != nil {
+	if err := e.setGuard(ctx, op); err != nil {
 		return err
 	}
 	for try := 0; ; try++ {
@@ -267,7 +271,7 @@ func (e *Endpoint) createVeth(op string, ns kern.NS, sc, hc *netlink.Conn, auto 
 			return nil
 		}
 		if l.Index != 0 { // created, but a follow-up failed
-			n.d.undo(func(c *netlink.Conn) error { return link.Delete(c, l.Index) })
+			n.d.undoLink(op, l.Index)
 			return kernel(op, err)
 		}
 		if errors.Is(err, unix.EXFULL) {
@@ -290,7 +294,7 @@ func (e *Endpoint) createVeth(op string, ns kern.NS, sc, hc *netlink.Conn, auto 
 			return conflict(op, "IfName", e.ifName, "the sandbox already has an interface of this name")
 		}
 		e.hostName = "veth" + randomHex(7)
-		if err := e.setGuard(op); err != nil {
+		if err := e.setGuard(ctx, op); err != nil {
 			return err
 		}
 	}
