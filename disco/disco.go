@@ -5,6 +5,11 @@
 // IPv6 (ICMPv6, encoded by mdlayher/ndp). The sockets are created inside
 // the interface's namespace without moving the caller's thread, and no
 // process is started.
+//
+// On its own it gives: Open, an Announcer for one interface whose Send
+// sends both announcements (checking first that the interface still has
+// the MAC); Gratuitous, ParseARP and UnsolicitedNA, which build and parse
+// the frames.
 package disco
 
 import (

@@ -16,9 +16,9 @@
 // bridge driver's on its bridgetest fake); Rebuild builds it from a list
 // of networks, ports and guards, Apply changes it in one batch, Check
 // compares it with what Rebuild would make; FlushConntrack removes an
-// address's conntrack entries. Every call takes a ctx, whose deadline
-// (or cancel) reaches the netlink socket. A *Firewall is safe for
-// concurrent use.
+// address's conntrack entries on a conn of the caller's. Every Firewall
+// method takes a ctx, whose deadline (or cancel) reaches the netlink
+// socket. A *Firewall is safe for concurrent use.
 package nat
 
 import (

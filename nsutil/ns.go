@@ -2,6 +2,12 @@
 // moving the caller's thread: netlink sockets are dialled into a namespace,
 // and code that needs a thread inside one runs on a throwaway goroutine.
 //
+// On its own it gives: Open, Current and Create (a named namespace under
+// a directory such as DefaultNetNSDir) and Delete; an NS's Dial (a
+// netlink socket inside it), Do (a function on a thread inside it),
+// ReadSysctl and WriteSysctls, and ID (its identity, for comparing
+// handles); ParseSysctl and the process's own ReadSysctl and WriteSysctl.
+//
 // An *NS is safe for concurrent use. Its zero value is not usable; get one
 // from Open, Current or Create.
 package nsutil
