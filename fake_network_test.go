@@ -24,7 +24,7 @@ func TestFakeNetworkModes(t *testing.T) {
 		notInBox []string
 	}{
 		{name: "nat", cfg: bridge.NetworkConfig{IPv4: v4net, IPv6: v6net},
-			host: []string{"inet 172.18.0.1/16 dev br0", "inet6 fd18::1/64 dev br0", "inet6 fe80::1/64 dev br0",
+			host: []string{"master br0 hairpin group", "inet 172.18.0.1/16 dev br0", "inet6 fd18::1/64 dev br0", "inet6 fe80::1/64 dev br0",
 				"sysctl net.ipv4.ip_forward = 1", "sysctl net.ipv4.conf.br0.route_localnet = 1",
 				"sysctl net.ipv6.conf.all.forwarding = 1", "sysctl net.ipv6.conf.br0.accept_ra = 0"},
 			sandbox: []string{"default via 172.18.0.1 dev eth0 metric 100", "default via fd18::1 dev eth0 metric 100",
@@ -39,7 +39,7 @@ func TestFakeNetworkModes(t *testing.T) {
 		{name: "internal", cfg: bridge.NetworkConfig{IPv4: v4net, Internal: true},
 			host: []string{"inet 172.18.0.1/16 dev br0"}, notInBox: []string{"default"}},
 		{name: "no-icc", cfg: bridge.NetworkConfig{IPv4: v4net, DisableICC: true},
-			host: []string{"master br0 isolated"}},
+			host: []string{"master br0 hairpin isolated"}},
 		{name: "snat", cfg: bridge.NetworkConfig{IPv4: v4net, HostIPv4: netip.MustParseAddr("192.0.2.1")},
 			host: []string{`"br0" : 192.0.2.1`}},
 		{name: "mtu", cfg: bridge.NetworkConfig{IPv4: v4net, MTU: 1400},

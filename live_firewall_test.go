@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -96,6 +97,8 @@ func TestLivePublishedPorts(t *testing.T) {
 		{"host via 127.0.0.1", host, netip.MustParseAddr("127.0.0.1")},
 		{"hairpin from a neighbour", nbr, testenv.UplinkIPv4},
 		{"hairpin v6 from a neighbour", nbr, testenv.UplinkIPv6},
+		{"hairpin to its own port", srv, testenv.UplinkIPv4},
+		{"hairpin v6 to its own port", srv, testenv.UplinkIPv6},
 	} {
 		got, err := testenv.Dial(tc.from, netip.AddrPortFrom(tc.dst, 8080), timeout)
 		if err != nil || !strings.HasPrefix(got, "hello from") {
@@ -413,5 +416,55 @@ func TestLiveNetworkDeleteFlushesConntrack(t *testing.T) {
 	}
 	if _, err := testenv.Dial(out, netip.AddrPortFrom(testenv.UplinkIPv4, 8080), short); err == nil {
 		t.Error("port still published after the network's delete")
+	}
+}
+
+// A sandbox reaches its own published port, via a host address and via
+// its gateway, with the packets routed (no br_netfilter) and bridged
+// (br_netfilter, on by default where it is built in): the connection is
+// masqueraded to the gateway address. The outside and the host keep
+// their own source address.
+func TestLiveOwnPublishedPort(t *testing.T) {
+	if _, err := os.Stat("/proc/sys/net/bridge/bridge-nf-call-iptables"); err != nil {
+		t.Log("no br_netfilter in this kernel: only the routed path is shown")
+	}
+	d, host, out := fwEnv(t)
+	n := createNetwork(t, d, dual)
+	srv := testenv.NetNS(t, "srv")
+	ep := attach(t, n, bridge.EndpointConfig{NetNS: srv.Path(), Ports: []bridge.PortMapping{
+		{Proto: bridge.TCP, HostPort: 8082, ContainerPort: 80}}})
+	peers := map[bool]<-chan netip.AddrPort{
+		false: testenv.Listen(t, srv, netip.AddrPortFrom(ep.IPv4().Addr(), 80)),
+		true:  testenv.Listen(t, srv, netip.AddrPortFrom(ep.IPv6().Addr(), 80)),
+	}
+	for _, brnf := range []string{"1", "0"} {
+		if err := host.WriteSysctls(nsutil.Sysctl{Key: "net.bridge.bridge-nf-call-iptables", Value: brnf},
+			nsutil.Sysctl{Key: "net.bridge.bridge-nf-call-ip6tables", Value: brnf}); err != nil {
+			if brnf == "1" {
+				continue // no br_netfilter
+			}
+			if !errors.Is(err, os.ErrNotExist) {
+				t.Fatal(err)
+			}
+		}
+		for _, tc := range []struct {
+			from     *nsutil.NS
+			dst, src netip.Addr // src: the address the server sees
+		}{
+			{srv, testenv.UplinkIPv4, gw4},
+			{srv, testenv.UplinkIPv6, gw6},
+			{srv, gw4, gw4},
+			{srv, gw6, gw6},
+			{out, testenv.UplinkIPv4, testenv.OutsideIPv4},
+			{host, testenv.UplinkIPv4, testenv.UplinkIPv4},
+		} {
+			if _, err := testenv.Dial(tc.from, netip.AddrPortFrom(tc.dst, 8082), timeout); err != nil {
+				t.Errorf("bridge-nf-call=%s: %s -> %s:8082: %v", brnf, tc.from.Path(), tc.dst, err)
+				continue
+			}
+			if got := (<-peers[tc.dst.Is6()]).Addr(); got != tc.src {
+				t.Errorf("bridge-nf-call=%s: %s -> %s:8082: the server saw %s, want %s", brnf, tc.from.Path(), tc.dst, got, tc.src)
+			}
+		}
 	}
 }

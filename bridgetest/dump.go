@@ -102,6 +102,9 @@ func (ns *netns) dumpLink(b *strings.Builder, l *ifc) {
 	fmt.Fprintf(b, "  %d: %s: <%s> %s mtu %d", l.index, l.name, l.kind, state, l.mtu)
 	if l.master != 0 {
 		fmt.Fprintf(b, " master %s", ns.links[l.master].name)
+		if l.hairpin {
+			b.WriteString(" hairpin")
+		}
 		if l.isolated {
 			b.WriteString(" isolated")
 		}

@@ -25,6 +25,7 @@ type ifc struct {
 	peer   uint32
 
 	isolated    bool              // bridge port isolation
+	hairpin     bool              // bridge port hairpin mode
 	addrGenNone bool              // IPv6 address generation mode none
 	sysctls     map[string]string // per device: "ipv6.conf.disable_ipv6" -> "1"
 }
@@ -317,8 +318,11 @@ func (ns *netns) changeLink(l *ifc, r linkReq) syscall.Errno {
 		ad, err := netlink.NewAttributeDecoder(r.slaveData)
 		if err == nil {
 			for ad.Next() {
-				if ad.Type() == unix.IFLA_BRPORT_ISOLATED {
+				switch ad.Type() {
+				case unix.IFLA_BRPORT_ISOLATED:
 					l.isolated = ad.Uint8() != 0
+				case unix.IFLA_BRPORT_MODE:
+					l.hairpin = ad.Uint8() != 0
 				}
 			}
 		}

@@ -167,6 +167,7 @@ func (ns *netns) linkMsg(l *ifc) netlink.Message {
 						state = 3 // BR_STATE_FORWARDING
 					}
 					ae.Uint8(unix.IFLA_BRPORT_STATE, state)
+					ae.Uint8(unix.IFLA_BRPORT_MODE, boolByte(l.hairpin))
 					ae.Uint8(unix.IFLA_BRPORT_ISOLATED, boolByte(l.isolated))
 					return nil
 				})

@@ -215,9 +215,9 @@ func kernelSteps() []kernelStep {
 			return exec(e.box, route.AddDefaultMsg(veth, netip.MustParseAddr("10.0.0.1"), 100))
 		}},
 		{"host end set up by name (the driver's second message)", func(e kernelEnv) error {
-			return exec(e.host, linkmsg.HostEnd("veth0", true, "nlbridge/1 ep id=x"))
+			return exec(e.host, linkmsg.HostEnd("veth0", true, true, "nlbridge/1 ep id=x"))
 		}},
-		{"host end by a missing name", func(e kernelEnv) error { return exec(e.host, linkmsg.HostEnd("vethX", false, "")) }},
+		{"host end by a missing name", func(e kernelEnv) error { return exec(e.host, linkmsg.HostEnd("vethX", true, false, "")) }},
 		{"addrgenmode none", func(e kernelEnv) error { return exec(e.box, link.AddrGenModeNoneMsg(veth)) }},
 		{"group, alias and up", func(e kernelEnv) error { return exec(e.host, link.SetMsg(br, true, 9, "nlbridge/1 net")) }},
 		{"route to ff02::1 through the sandbox end", func(e kernelEnv) error {

@@ -35,7 +35,7 @@ func CreateVeth(c *netlink.Conn, s VethSpec) (Link, error) {
 	if err != nil {
 		return Link{}, err
 	}
-	return createEcho(c, "veth "+s.Name, m, linkmsg.HostEnd(s.Name, s.Isolated, s.Alias))
+	return createEcho(c, "veth "+s.Name, m, linkmsg.HostEnd(s.Name, s.Master != 0, s.Isolated, s.Alias))
 }
 
 // AddrGenModeNoneMsg builds an RTM_NEWLINK that sets the device's IPv6

@@ -67,6 +67,23 @@ func daddrLocal() []expr.Any {
 	}
 }
 
+// saddrNotLocal matches "fib saddr type != local".
+func saddrNotLocal() []expr.Any {
+	return []expr.Any{
+		&expr.Fib{Register: reg1, FlagSADDR: true, ResultADDRTYPE: true},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
+	}
+}
+
+// noIif matches "iif 0": no input device, as in postrouting for the
+// host's own packets and for packets that br_netfilter bridges.
+func noIif() []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIF, Register: reg1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: make([]byte, 4)},
+	}
+}
+
 // addrOffset returns the offset and length of the source or destination
 // address in the network header.
 func addrOffset(v6, dst bool) (off, n uint32) {

@@ -103,7 +103,15 @@ func chains(t *nftables.Table) []chain {
 		)
 		// Hairpin: a published port reached from its own bridge goes back
 		// out of it; masquerade so the reply returns through the host.
-		post = append(post, cat(nfproto(p), ctDNAT(), iifOifIn(setSame), []expr.Any{&expr.Masq{}}))
+		// Routed, the packet has the bridge as input and output. With
+		// br_netfilter, the kernel bridges it to the new destination
+		// instead (its postrouting has no input device), possibly back
+		// to the sandbox that sent it (the port's hairpin mode), which
+		// would drop a packet from its own address; not from the host
+		// itself, whose connections keep their source.
+		post = append(post,
+			cat(nfproto(p), ctDNAT(), iifOifIn(setSame), []expr.Any{&expr.Masq{}}),
+			cat(nfproto(p), ctDNAT(), noIif(), ifnameIn(expr.MetaKeyOIFNAME, setBridges), saddrNotLocal(), []expr.Any{&expr.Masq{}}))
 		if !v6 { // 127.0.0.1 -> published port (route_localnet on the bridge)
 			off, n := addrOffset(false, false)
 			post = append(post, cat(nfproto(p), ctDNAT(), ifnameIn(expr.MetaKeyOIFNAME, setBridges), []expr.Any{

@@ -250,7 +250,8 @@ func exprString(e expr.Any) string {
 	switch e := e.(type) {
 	case *expr.Meta:
 		k := map[expr.MetaKey]string{expr.MetaKeyPROTOCOL: "protocol", expr.MetaKeyIIFNAME: "iifname",
-			expr.MetaKeyOIFNAME: "oifname", expr.MetaKeyNFPROTO: "nfproto", expr.MetaKeyL4PROTO: "l4proto"}[e.Key]
+			expr.MetaKeyOIFNAME: "oifname", expr.MetaKeyNFPROTO: "nfproto", expr.MetaKeyL4PROTO: "l4proto",
+			expr.MetaKeyIIF: "iif"}[e.Key]
 		if k == "" {
 			k = fmt.Sprint("key", e.Key)
 		}
@@ -264,6 +265,9 @@ func exprString(e expr.Any) string {
 	case *expr.Fib:
 		if e.FlagDADDR && e.ResultADDRTYPE {
 			return fmt.Sprintf("r%d = fib daddr type", e.Register)
+		}
+		if e.FlagSADDR && e.ResultADDRTYPE {
+			return fmt.Sprintf("r%d = fib saddr type", e.Register)
 		}
 	case *expr.Masq:
 		if *e == (expr.Masq{}) {

@@ -40,7 +40,7 @@ func ruleString(family nftables.TableFamily, exprs []expr.Any) string {
 // load is what a register holds.
 type load struct {
 	name string // as nft names the field: "meta l4proto", "ip daddr", "@nh,48,8"
-	kind string // how to print a value of it: "nfproto", "l4proto", "ether", "ifname", "addr", "port", "ctstate", "ctstatus", "fibtype", "icmpv6", "mac", "raw"
+	kind string // how to print a value of it: "nfproto", "l4proto", "ether", "ifname", "addr", "port", "ctstate", "ctstatus", "fibtype", "ifindex", "icmpv6", "mac", "raw"
 	size int    // bytes
 	mask []byte // from a bitwise
 	slot uint32 // first 32-bit register
@@ -92,6 +92,8 @@ func (r *render) add(e expr.Any) {
 			r.set(e.Register, &load{name: "iifname", kind: "ifname", size: 16})
 		case expr.MetaKeyOIFNAME:
 			r.set(e.Register, &load{name: "oifname", kind: "ifname", size: 16})
+		case expr.MetaKeyIIF:
+			r.set(e.Register, &load{name: "iif", kind: "ifindex", size: 4})
 		default:
 			r.raw(e)
 		}
@@ -105,11 +107,14 @@ func (r *render) add(e expr.Any) {
 			r.raw(e)
 		}
 	case *expr.Fib:
-		if !e.FlagDADDR || !e.ResultADDRTYPE {
+		switch {
+		case e.FlagDADDR && e.ResultADDRTYPE:
+			r.set(e.Register, &load{name: "fib daddr type", kind: "fibtype", size: 4})
+		case e.FlagSADDR && e.ResultADDRTYPE:
+			r.set(e.Register, &load{name: "fib saddr type", kind: "fibtype", size: 4})
+		default:
 			r.raw(e)
-			return
 		}
-		r.set(e.Register, &load{name: "fib daddr type", kind: "fibtype", size: 4})
 	case *expr.Payload:
 		r.set(e.DestRegister, r.payload(e))
 	case *expr.Bitwise:
@@ -319,6 +324,10 @@ func cmpValue(l *load, b []byte) string {
 	case "port":
 		if len(b) == 2 {
 			return fmt.Sprint(binary.BigEndian.Uint16(b))
+		}
+	case "ifindex": // only 0 (no device) is ever compared; nft names others
+		if len(b) == 4 {
+			return fmt.Sprint(binary.LittleEndian.Uint32(b))
 		}
 	case "fibtype":
 		if len(b) == 4 && binary.LittleEndian.Uint32(b) == 2 { // RTN_LOCAL

@@ -15,20 +15,28 @@ import (
 )
 
 // HostEnd builds an RTM_NEWLINK that brings up the device named name as
-// a bridge port with no IPv6 addressing (addrgenmode none: no link-local
+// a device with no IPv6 addressing (addrgenmode none: no link-local
 // address, so no DAD, router solicitations or MLD, whose deferred work
-// would contend for the RTNL lock), if isolated bridge-port isolation, and
-// the alias, if not "". Port flags cannot ride in the create message (the
-// kernel ignores IFLA_INFO_SLAVE_DATA there), nor can the inet6 settings
-// (EAFNOSUPPORT) or an alias (ignored).
-func HostEnd(name string, isolated bool, alias string) netlink.Message {
+// would contend for the RTNL lock) and the alias, if not "". If bridged
+// (it is a bridge port), the port is in hairpin mode (a frame may leave by
+// the port it came in on: what br_netfilter bridges back to its sender,
+// such as a sandbox's connection to its own published port) and, if
+// isolated, has bridge-port isolation. Port flags
+// cannot ride in the create message (the kernel ignores
+// IFLA_INFO_SLAVE_DATA there), nor can the inet6 settings (EAFNOSUPPORT)
+// or an alias (ignored).
+func HostEnd(name string, bridged, isolated bool, alias string) netlink.Message {
 	a := &rtnetlink.LinkAttributes{Name: name}
 	if alias != "" {
 		a.Alias = &alias
 	}
-	if isolated {
+	if bridged {
 		on := driver.BridgeEnableEnabled
-		a.Info = &rtnetlink.LinkInfo{SlaveKind: "bridge", SlaveData: &driver.BridgePort{Isolated: &on}}
+		port := &driver.BridgePort{Mode: &on}
+		if isolated {
+			port.Isolated = &on
+		}
+		a.Info = &rtnetlink.LinkInfo{SlaveKind: "bridge", SlaveData: port}
 	}
 	b, _ := (&rtnetlink.LinkMessage{Flags: unix.IFF_UP, Change: unix.IFF_UP, Attributes: a}).MarshalBinary()
 	return netlink.Message{Header: netlink.Header{Type: unix.RTM_NEWLINK, Flags: nl.Change}, Data: append(b, AddrGenModeNone()...)}

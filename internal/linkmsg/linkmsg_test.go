@@ -12,7 +12,7 @@ import (
 
 func TestHostEndMsg(t *testing.T) {
 	for _, isolated := range []bool{false, true} {
-		m := linkmsg.HostEnd("veth1234567", isolated, "")
+		m := linkmsg.HostEnd("veth1234567", true, isolated, "")
 		if m.Header.Type != unix.RTM_NEWLINK || m.Header.Flags != netlink.Request|netlink.Acknowledge ||
 			nlenc.Uint32(m.Data[4:8]) != 0 || nlenc.Uint32(m.Data[8:12]) != unix.IFF_UP || nlenc.Uint32(m.Data[12:16]) != unix.IFF_UP {
 			t.Fatalf("header %+v ifinfomsg %x: want a change by name setting IFF_UP", m.Header, m.Data[:16])
@@ -25,16 +25,14 @@ func TestHostEndMsg(t *testing.T) {
 		if g := inet6[unix.IFLA_INET6_ADDR_GEN_MODE]; len(g) != 1 || g[0] != 1 {
 			t.Errorf("IFLA_INET6_ADDR_GEN_MODE = %x, want 1 (none)", g)
 		}
-		info, ok := a[unix.IFLA_LINKINFO]
-		if ok != isolated {
-			t.Fatalf("isolated=%v but IFLA_LINKINFO present=%v", isolated, ok)
+		li := nltestutil.Attrs(t, a[unix.IFLA_LINKINFO])
+		port := nltestutil.Attrs(t, li[unix.IFLA_INFO_SLAVE_DATA])
+		if nlenc.String(li[unix.IFLA_INFO_SLAVE_KIND]) != "bridge" || len(port[unix.IFLA_BRPORT_MODE]) != 1 || port[unix.IFLA_BRPORT_MODE][0] != 1 {
+			t.Errorf("slave info = %v / %v, want a bridge port in hairpin mode", li, port)
 		}
-		if isolated {
-			li := nltestutil.Attrs(t, info)
-			port := nltestutil.Attrs(t, li[unix.IFLA_INFO_SLAVE_DATA])
-			if nlenc.String(li[unix.IFLA_INFO_SLAVE_KIND]) != "bridge" || len(port[unix.IFLA_BRPORT_ISOLATED]) != 1 || port[unix.IFLA_BRPORT_ISOLATED][0] != 1 {
-				t.Errorf("slave info = %v / %v, want bridge port isolated", li, port)
-			}
+		iso, ok := port[unix.IFLA_BRPORT_ISOLATED]
+		if ok != isolated || isolated && (len(iso) != 1 || iso[0] != 1) {
+			t.Errorf("isolated=%v but IFLA_BRPORT_ISOLATED = %v (present %v)", isolated, iso, ok)
 		}
 	}
 }
@@ -57,12 +55,19 @@ func TestRetireMessages(t *testing.T) {
 }
 
 func TestHostEndMsgAlias(t *testing.T) {
-	m := linkmsg.HostEnd("veth1234567", false, "nlbridge/1 ep id=x")
+	m := linkmsg.HostEnd("veth1234567", true, false, "nlbridge/1 ep id=x")
 	a := nltestutil.Attrs(t, m.Data[unix.SizeofIfInfomsg:])
 	if got := nlenc.String(a[unix.IFLA_IFALIAS]); got != "nlbridge/1 ep id=x" {
 		t.Errorf("IFLA_IFALIAS = %q", got)
 	}
-	if _, ok := nltestutil.Attrs(t, linkmsg.HostEnd("v", false, "").Data[unix.SizeofIfInfomsg:])[unix.IFLA_IFALIAS]; ok {
+	if _, ok := nltestutil.Attrs(t, linkmsg.HostEnd("v", false, false, "").Data[unix.SizeofIfInfomsg:])[unix.IFLA_IFALIAS]; ok {
 		t.Error("an empty alias is sent")
+	}
+}
+
+func TestHostEndMsgNotBridged(t *testing.T) {
+	m := linkmsg.HostEnd("veth1234567", false, true, "")
+	if _, ok := nltestutil.Attrs(t, m.Data[unix.SizeofIfInfomsg:])[unix.IFLA_LINKINFO]; ok {
+		t.Error("port flags sent for a device that is no bridge port (the kernel refuses them)")
 	}
 }
