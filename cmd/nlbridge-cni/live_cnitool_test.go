@@ -115,6 +115,9 @@ func TestCnitool(t *testing.T) {
 	if _, err := testenv.Dial(host, netip.AddrPortFrom(gw, 18080), 2*time.Second); err != nil {
 		t.Fatalf("host -> published port %s:18080: %v", gw, err)
 	}
+	if _, err := testenv.Dial(sb1, netip.AddrPortFrom(gw, 18080), 2*time.Second); err != nil {
+		t.Fatalf("sandbox -> its own published port %s:18080 (hairpin): %v", gw, err)
+	}
 	ct.must("check", sb1.Path())
 
 	r2 := parseResult(t, []byte(ct.must("add", sb2.Path())))
