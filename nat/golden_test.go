@@ -2,7 +2,6 @@ package nat
 
 import (
 	"context"
-	"encoding/hex"
 	"flag"
 	"fmt"
 	"os"
@@ -11,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/google/nftables"
-	"github.com/google/nftables/expr"
+	"github.com/nlbridge/bridge/internal/fakenft"
 	"github.com/nlbridge/bridge/internal/testenv"
 )
 
@@ -90,61 +89,9 @@ func render(b *strings.Builder, family string, ss []*nftables.Set, cs []chain) {
 		for _, r := range c.rules {
 			parts := make([]string, len(r))
 			for i, e := range r {
-				parts[i] = exprString(e)
+				parts[i] = fakenft.ExprString(e)
 			}
 			fmt.Fprintf(b, "    %s\n", strings.Join(parts, "; "))
 		}
 	}
-}
-
-func exprString(e expr.Any) string {
-	switch e := e.(type) {
-	case *expr.Meta:
-		k := map[expr.MetaKey]string{expr.MetaKeyPROTOCOL: "protocol", expr.MetaKeyIIFNAME: "iifname",
-			expr.MetaKeyOIFNAME: "oifname", expr.MetaKeyNFPROTO: "nfproto", expr.MetaKeyL4PROTO: "l4proto",
-			expr.MetaKeyIIF: "iif"}[e.Key]
-		return fmt.Sprintf("r%d = meta %s", e.Register, k)
-	case *expr.Ct:
-		return fmt.Sprintf("r%d = ct %s", e.Register, map[expr.CtKey]string{expr.CtKeySTATE: "state", expr.CtKeySTATUS: "status"}[e.Key])
-	case *expr.Fib:
-		if e.FlagDADDR && e.ResultADDRTYPE {
-			return fmt.Sprintf("r%d = fib daddr type", e.Register)
-		}
-		if e.FlagSADDR && e.ResultADDRTYPE {
-			return fmt.Sprintf("r%d = fib saddr type", e.Register)
-		}
-	case *expr.Masq:
-		if *e == (expr.Masq{}) {
-			return "masquerade"
-		}
-	case *expr.NAT:
-		kind := map[expr.NATType]string{expr.NATTypeSourceNAT: "snat", expr.NATTypeDestNAT: "dnat"}[e.Type]
-		s := fmt.Sprintf("%s family %d addr r%d", kind, e.Family, e.RegAddrMin)
-		if e.RegProtoMin != 0 {
-			s += fmt.Sprintf(" port r%d", e.RegProtoMin)
-		}
-		return s
-	case *expr.Cmp:
-		return fmt.Sprintf("r%d %s %s", e.Register, map[expr.CmpOp]string{expr.CmpOpEq: "==", expr.CmpOpNeq: "!=",
-			expr.CmpOpLt: "<", expr.CmpOpLte: "<=", expr.CmpOpGt: ">", expr.CmpOpGte: ">="}[e.Op], hex.EncodeToString(e.Data))
-	case *expr.Payload:
-		return fmt.Sprintf("r%d = payload %s[%d:%d]", e.DestRegister, map[expr.PayloadBase]string{expr.PayloadBaseLLHeader: "ll",
-			expr.PayloadBaseNetworkHeader: "nh", expr.PayloadBaseTransportHeader: "th"}[e.Base], e.Offset, e.Offset+e.Len)
-	case *expr.Lookup:
-		s := fmt.Sprintf("r%d in @%s", e.SourceRegister, e.SetName)
-		if e.Invert {
-			s = fmt.Sprintf("r%d not in @%s", e.SourceRegister, e.SetName)
-		}
-		if e.IsDestRegSet {
-			s += fmt.Sprintf(" -> r%d", e.DestRegister)
-		}
-		return s
-	case *expr.Bitwise:
-		return fmt.Sprintf("r%d = r%d & %x ^ %x", e.DestRegister, e.SourceRegister, e.Mask, e.Xor)
-	case *expr.Verdict:
-		v := map[expr.VerdictKind]string{expr.VerdictAccept: "accept", expr.VerdictDrop: "drop", expr.VerdictReturn: "return",
-			expr.VerdictJump: "jump", expr.VerdictGoto: "goto"}[e.Kind]
-		return strings.TrimSpace(v + " " + e.Chain)
-	}
-	return strings.TrimPrefix(fmt.Sprintf("%T%+v", e, e), "*expr.")
 }

@@ -192,7 +192,7 @@ func element(st *nftables.Set, e nftables.SetElement) string {
 	}
 	if st.IsMap {
 		if e.VerdictData != nil {
-			s += " : " + exprString(e.VerdictData)
+			s += " : " + ExprString(e.VerdictData)
 		} else {
 			s += " : " + value(st.DataType, e.Val)
 		}
@@ -244,9 +244,9 @@ func field(t nftables.SetDatatype, b []byte) string {
 	return hex.EncodeToString(b)
 }
 
-// exprString prints one expression in the register form of nat's golden
+// ExprString prints one expression in the register form of nat's golden
 // declarations (nat/testdata/table.exprs).
-func exprString(e expr.Any) string {
+func ExprString(e expr.Any) string {
 	switch e := e.(type) {
 	case *expr.Meta:
 		k := map[expr.MetaKey]string{expr.MetaKeyPROTOCOL: "protocol", expr.MetaKeyIIFNAME: "iifname",

@@ -17,7 +17,7 @@ import (
 // forms nlbridge's tables use: loads into registers and what consumes
 // them (comparisons, set lookups, map lookups feeding NAT), verdicts. An
 // expression it has no form for is printed in the register form
-// (exprString), so the output never hides one.
+// (ExprString), so the output never hides one.
 func ruleString(family nftables.TableFamily, exprs []expr.Any) string {
 	r := &render{family: family, regs: map[uint32]*load{}}
 	for i, e := range exprs {
@@ -159,7 +159,7 @@ func (r *render) add(e expr.Any) {
 		}
 		r.parts = append(r.parts, part{text: "masquerade"})
 	case *expr.Verdict:
-		r.parts = append(r.parts, part{text: exprString(e)})
+		r.parts = append(r.parts, part{text: ExprString(e)})
 	case *expr.Counter:
 		r.parts = append(r.parts, part{text: "counter"})
 	default:
@@ -167,7 +167,7 @@ func (r *render) add(e expr.Any) {
 	}
 }
 
-func (r *render) raw(e expr.Any) { r.parts = append(r.parts, part{text: "[" + exprString(e) + "]"}) }
+func (r *render) raw(e expr.Any) { r.parts = append(r.parts, part{text: "[" + ExprString(e) + "]"}) }
 
 // payload names a header field as nft does: known fields of the
 // network (in an inet table, once the family is known) and transport
